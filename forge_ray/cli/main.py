@@ -1,0 +1,52 @@
+"""`forge`: the operator's command line over a forge file.
+
+    forge validate -c jobs/configs/demo.yaml
+    forge demo -c jobs/configs/demo.yaml
+
+Errors a user can fix (bad config, unwritable storage, missing files) print one clear
+message and exit non-zero, without a traceback; `--verbose` shows debug logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from forge_ray import __version__
+from forge_ray.cli import demo, validate
+from forge_ray.cli.common import setup_logging
+from forge_ray.errors import ForgeError
+
+# Each subcommand module has `register(subparsers)`; later rooms add theirs here.
+COMMANDS = [validate, demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forge",
+        description="forge_ray: prepare corpora, train, evaluate and serve your own language model "
+        "on your own Ray cluster.",
+    )
+    parser.add_argument("--version", action="version", version=f"forge_ray {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except ForgeError as e:
+        print(f"forge {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"forge {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Connecting to a Ray cluster: the one given (`--address` / RAY_ADDRESS) or a local one.
+
+A local cluster gets explicit logical resources (project.local_cluster): with
+`num_cpus=2` on a 2-core machine a Ray Serve app never becomes ready, because its
+ingress, replicas and placement groups each need a logical CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from forge_ray.offline import OFFLINE_ENV, apply_offline_env
+
+log = logging.getLogger(__name__)
+
+
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int = 8,
+    object_store_mb: int = 1024,
+    runtime_env: dict | None = None,
+    include_dashboard: bool = False,
+):
+    """Connect to the cluster at `address` (or RAY_ADDRESS), else start a local one.
+
+    Returns the `ray` context. Every worker gets the offline environment through the
+    runtime env, so nothing a job starts calls home. Calling it again is a no-op.
+    """
+    import ray
+
+    apply_offline_env()
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    env = dict(runtime_env or {})
+    env["env_vars"] = {**OFFLINE_ENV, **env.get("env_vars", {})}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        log.info("connecting to Ray cluster at %s", address)
+        return ray.init(address=address, runtime_env=env, log_to_driver=True)
+    log.info("starting a local Ray cluster (%d logical CPUs)", num_cpus)
+    return ray.init(
+        num_cpus=num_cpus,
+        object_store_memory=object_store_mb << 20,
+        include_dashboard=include_dashboard,
+        runtime_env=env,
+        log_to_driver=True,
+    )
+
+
+def connect_for(config, address: str | None = None, **kwargs):
+    """`connect` with the local-cluster resources of a forge file."""
+    local = config.project.local_cluster
+    return connect(address, num_cpus=local.num_cpus, object_store_mb=local.object_store_mb, **kwargs)

@@ -1,0 +1,41 @@
+"""The whole forge file: one typed tree, one section per room, cross-section rules here."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from forge_ray.config.base import Section
+from forge_ray.config.data import DataConfig
+from forge_ray.config.eval import EvalConfig
+from forge_ray.config.mixture import MixtureConfig
+from forge_ray.config.model import ModelConfig
+from forge_ray.config.prepare import PrepareConfig
+from forge_ray.config.project import ProjectConfig
+from forge_ray.config.serve import ServeConfig
+from forge_ray.config.train import TrainConfig
+
+
+class ForgeConfig(Section):
+    """A forge file: everything one project needs, from corpora to the served endpoint."""
+
+    project: ProjectConfig = Field(description="Project name and storage root.")
+    data: DataConfig = Field(description="The corpora.")
+    prepare: PrepareConfig = Field(
+        default_factory=PrepareConfig, description="Raw corpora -> packed token shards."
+    )
+    mixture: MixtureConfig = Field(
+        default_factory=MixtureConfig, description="Mixing prepared sources into one stream."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The decoder to train.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The training run.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation and promotion gate.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="The serving endpoint.")
+
+    @model_validator(mode="after")
+    def _mixture_names_known_sources(self) -> ForgeConfig:
+        unknown = sorted(set(self.mixture.weights) - set(self.data.names))
+        if unknown:
+            raise ValueError(
+                f"mixture.weights names unknown source(s) {unknown}; sources are {self.data.names}"
+            )
+        return self

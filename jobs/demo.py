@@ -1,0 +1,12 @@
+"""Run the demo pipeline as a job.
+
+    python -m jobs.demo --config jobs/configs/demo.yaml
+    ray job submit --working-dir . -- python -m jobs.demo --config jobs/configs/demo.yaml
+"""
+
+import sys
+
+from forge_ray.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -1,0 +1,59 @@
+"""Shared fixtures: one local Ray cluster per test run, small embedded corpora, config files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import forge_ray  # noqa: F401  (applies the offline environment before Ray is imported)
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO / "jobs" / "configs" / "demo.yaml"
+
+
+def pytest_collection_modifyitems(items):
+    # Everything under tests/integration runs real Ray / DeepSpeed / vLLM.
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole test run (or the one RAY_ADDRESS names)."""
+    import ray
+
+    from forge_ray.cluster import connect
+
+    connect(num_cpus=int(os.environ.get("FORGE_TEST_NUM_CPUS", "8")), object_store_mb=1024)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_corpora(tmp_path_factory):
+    """The embedded corpora at a small scale, written once under a session storage root."""
+    from forge_ray.corpora import write_corpora
+    from forge_ray.storage import Storage
+
+    root = tmp_path_factory.mktemp("corpora_root")
+    summary = write_corpora(Storage(str(root)), scale=0.05)
+    return root, summary
+
+
+@pytest.fixture
+def demo_config_at(tmp_path, small_corpora):
+    """A copy of the demo forge file whose storage root holds the small corpora."""
+    import yaml
+
+    root, _ = small_corpora
+    storage = tmp_path / "root"
+    shutil.copytree(root, storage)
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["project"]["storage_root"] = str(storage)
+    path = tmp_path / "forge.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

@@ -1,0 +1,30 @@
+"""The local Ray cluster: explicit resources, the offline env in workers, a Ray Data job."""
+
+from __future__ import annotations
+
+import os
+
+from forge_ray.offline import OFFLINE_ENV
+
+
+def test_cluster_has_explicit_logical_cpus(ray_cluster):
+    assert ray_cluster.cluster_resources()["CPU"] == int(os.environ.get("FORGE_TEST_NUM_CPUS", "8"))
+
+
+def test_workers_get_offline_env(ray_cluster):
+    @ray_cluster.remote
+    def env():
+        return {k: os.environ.get(k) for k in OFFLINE_ENV}
+
+    assert ray_cluster.get(env.remote()) == OFFLINE_ENV
+
+
+def test_ray_data_reads_embedded_corpora(ray_cluster, demo_config_at):
+    from forge_ray.config import load_config
+    from forge_ray.demo import count_records
+
+    cfg = load_config(demo_config_at)
+    counts = count_records(cfg)
+    assert set(counts) == {"docs", "code", "tickets"}
+    assert counts["tickets"] == max(20, int(1200 * 0.05))
+    assert all(n > 0 for n in counts.values())
