@@ -40,6 +40,7 @@ def connect(
         log.info("connecting to Ray cluster at %s", address)
         return ray.init(address=address, runtime_env=env, log_to_driver=True)
     log.info("starting a local Ray cluster (%d logical CPUs)", num_cpus)
+    _bind_loopback()
     return ray.init(
         num_cpus=num_cpus,
         object_store_memory=object_store_mb << 20,
@@ -47,6 +48,20 @@ def connect(
         runtime_env=env,
         log_to_driver=True,
     )
+
+
+def _bind_loopback() -> None:
+    """Make a local (single-machine) cluster bind to 127.0.0.1 instead of a routable interface.
+
+    Ray picks the node address from the default route; `_node_ip_address` does not reach the
+    head's GCS address in 2.60. With "multi-node clusters" disabled Ray uses loopback for
+    everything: the local cluster then works in a network namespace that has only `lo`, and no
+    traffic is addressed to another interface. Real clusters (RAY_ADDRESS) are untouched.
+    """
+    import ray._private.ray_constants as constants
+
+    if os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0") == "0":
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def connect_for(config, address: str | None = None, **kwargs):
