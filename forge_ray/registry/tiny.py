@@ -23,6 +23,7 @@ VOCAB = 512
 @functools.cache
 def _tokenizer_json() -> str:
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -38,8 +39,13 @@ def build_tiny(out_dir: str, family: str = "dense", seed: int = 0, layers: int =
     """Save a random-init Llama (dense) or Mixtral (moe) model with a tokenizer into `out_dir`."""
     import torch
     from tokenizers import Tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
-    from transformers import PreTrainedTokenizerFast
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MixtralConfig,
+        MixtralForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
                                         bos_token="<s>", eos_token="</s>", pad_token="<pad>")
