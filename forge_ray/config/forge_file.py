@@ -12,7 +12,7 @@ from forge_ray.config.model import ModelConfig
 from forge_ray.config.prepare import PrepareConfig
 from forge_ray.config.project import ProjectConfig
 from forge_ray.config.serve import ServeConfig
-from forge_ray.config.train import TrainConfig
+from forge_ray.config.train import TrainConfig, check_train_against_model
 
 
 class ForgeConfig(Section):
@@ -38,4 +38,11 @@ class ForgeConfig(Section):
             raise ValueError(
                 f"mixture.weights names unknown source(s) {unknown}; sources are {self.data.names}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _train_fits_model(self) -> ForgeConfig:
+        problems = check_train_against_model(self.model, self.train)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self

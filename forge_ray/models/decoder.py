@@ -1,0 +1,142 @@
+"""The decoder-only transformer, dense or Mixture-of-Experts, from a `ModelConfig`.
+
+- pre-norm blocks: x + attn(norm(x)), then x + mlp(norm(x))
+- MLP: SwiGLU, or a DeepSpeed-MoE layer (`deepspeed.moe.layer.MoE`, top-k >= 2 gate, SwiGLU experts)
+  every `moe.every_n_layers` layers
+- forward returns logits, the summed load-balancing loss and the tokens routed to each expert
+- parameter names follow HF Llama/Mixtral module names, so `forge_ray.models.hf` maps them 1:1
+
+Parallelism stays outside: the MoE layer is told its expert-parallel size (how many experts are
+local), the DeepSpeed engine later gives it its process group (`forge_ray.train.engine`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from forge_ray.config.model import ModelConfig
+from forge_ray.models.layers import Attention, RMSNorm, Rotary, SwiGLU, document_mask
+
+
+@dataclass
+class DecoderOutput:
+    logits: torch.Tensor  # B T V
+    aux_loss: torch.Tensor  # scalar: sum over MoE layers of DeepSpeed's load-balancing loss
+    expert_counts: torch.Tensor | None  # [MoE layers, experts]: routed tokens (this rank's batch)
+
+
+class MoEMLP(nn.Module):
+    """A DeepSpeed-MoE layer with SwiGLU experts (`num_experts / ep_size` of them live here)."""
+
+    def __init__(self, cfg: ModelConfig, ep_size: int):
+        super().__init__()
+        from deepspeed.moe.layer import MoE  # deferred: deepspeed's import is slow and dense models skip it
+
+        m = cfg.moe
+        self.num_experts = m.num_experts
+        self.moe = MoE(
+            hidden_size=cfg.hidden_size,
+            expert=SwiGLU(cfg.hidden_size, cfg.ffn_hidden_size),
+            num_experts=m.num_experts,
+            ep_size=ep_size,
+            k=m.top_k,
+            capacity_factor=m.capacity_factor,
+            eval_capacity_factor=m.eval_capacity_factor,
+            min_capacity=m.min_capacity,
+            drop_tokens=m.drop_tokens,
+            # Deterministic routing: no Gumbel sampling of the 2nd expert, no random token
+            # selection, which is how HF Mixtral and vLLM route at inference.
+            use_rts=False,
+            top2_2nd_expert_sampling=False,
+        )
+
+    def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, l_aux, counts = self.moe(x_BTD)
+        return out, l_aux, counts
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int, ep_size: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.self_attn = Attention(cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.is_moe = cfg.is_moe_layer(layer)
+        self.mlp = MoEMLP(cfg, ep_size) if self.is_moe else SwiGLU(cfg.hidden_size, cfg.ffn_hidden_size)
+
+    def forward(self, x, cos, sin, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        h = self.post_attention_layernorm(x)
+        if self.is_moe:
+            out, l_aux, counts = self.mlp(h)
+            return x + out, l_aux, counts
+        return x + self.mlp(h), None, None
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, *, ep_size: int = 1):
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise ValueError("model.vocab_size is unset: resolve it from the tokenizer first")
+        self.cfg = cfg
+        self.ep_size = ep_size
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, i, ep_size) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) everywhere; output projections scaled by 1/sqrt(2 L) (GPT-2)."""
+        std = self.cfg.init_std
+        out_std = std / math.sqrt(2 * self.cfg.num_layers)
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)  # RMSNorm weights
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                p.normal_(0.0, out_std)
+            else:
+                p.normal_(0.0, std)
+
+    def forward(
+        self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor | None = None
+    ) -> DecoderOutput:
+        """Packed sequences pass `position_ids` (restarting at 0 per document): attention then
+        stays within each document. Without them: one causal sequence per row."""
+        B, T = input_ids_BT.shape
+        x = self.embed_tokens(input_ids_BT)
+        if position_ids_BT is None:
+            positions = torch.arange(T, device=input_ids_BT.device).expand(B, T)
+            mask = None
+        else:
+            positions = position_ids_BT
+            mask = document_mask(position_ids_BT)
+        cos, sin = self.rotary(positions, x.dtype)
+        aux = x.new_zeros((), dtype=torch.float32)
+        counts = []
+        for block in self.layers:
+            x, l_aux, c = block(x, cos, sin, mask)
+            if l_aux is not None:
+                aux = aux + l_aux
+                counts.append(c)
+        logits = self.lm_head(self.norm(x))
+        return DecoderOutput(logits, aux, torch.stack(counts) if counts else None)
+
+    @property
+    def num_moe_layers(self) -> int:
+        return sum(b.is_moe for b in self.layers)
+
+
+def build_model(cfg: ModelConfig, *, ep_size: int = 1, seed: int | None = None) -> Decoder:
+    """A fresh model; the same `seed` gives the same weights on every rank."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return Decoder(cfg, ep_size=ep_size)
