@@ -33,11 +33,12 @@ class ForgeConfig(Section):
 
     @model_validator(mode="after")
     def _mixture_names_known_sources(self) -> ForgeConfig:
-        unknown = sorted(set(self.mixture.weights) - set(self.data.names))
-        if unknown:
-            raise ValueError(
-                f"mixture.weights names unknown source(s) {unknown}; sources are {self.data.names}"
-            )
+        for field, names in self.mixture.named_sources().items():
+            unknown = sorted(set(names) - set(self.data.names))
+            if unknown:
+                raise ValueError(
+                    f"mixture.{field} names unknown source(s) {unknown}; sources are {self.data.names}"
+                )
         return self
 
     @model_validator(mode="after")
