@@ -1,0 +1,71 @@
+"""The promotion gate: the rules of `eval.gate` applied to an eval report.
+
+Each rule is named after its config field, so a rejection says which setting it broke:
+
+    {"decision": "reject", "rules": [
+        {"rule": "max_perplexity_regression_pct", "passed": false,
+         "detail": "docs 41.20 vs promoted v3 30.10 (+36.9% > 5%)"}, ...],
+     "reasons": ["max_perplexity_regression_pct: docs 41.20 vs promoted v3 ..."]}
+"""
+
+from __future__ import annotations
+
+
+def _rule(rule: str, passed: bool, detail: str) -> dict:
+    return {"rule": rule, "passed": bool(passed), "detail": detail}
+
+
+def _perplexity_rules(gate, report: dict, baseline: dict | None) -> list[dict]:
+    ppl = report.get("perplexity") or {}
+    rules = []
+    if gate.max_perplexity_regression_pct is not None:
+        if baseline is None:
+            rules.append(_rule("max_perplexity_regression_pct", True, "no promoted version to compare with"))
+        else:
+            limit = gate.max_perplexity_regression_pct
+            worse, lines = [], []
+            for domain, r in ppl.items():
+                base = baseline["perplexity"].get(domain)
+                if base is None:
+                    lines.append(f"{domain}: not measured for {baseline['version']}")
+                    continue
+                change = 100.0 * (r["perplexity"] / base["perplexity"] - 1.0)
+                line = f"{domain} {r['perplexity']:.2f} vs promoted {baseline['version']} {base['perplexity']:.2f} ({change:+.1f}%)"
+                (worse if change > limit else lines).append(line)
+            detail = "; ".join(worse) + f" > +{limit:g}%" if worse else "; ".join(lines)
+            rules.append(_rule("max_perplexity_regression_pct", not worse, detail))
+    if gate.max_perplexity:
+        over = [f"{d} {ppl[d]['perplexity']:.2f} > {cap:g}" for d, cap in gate.max_perplexity.items()
+                if d in ppl and ppl[d]["perplexity"] > cap]
+        missing = [d for d in gate.max_perplexity if d not in ppl]
+        detail = "; ".join(over + [f"{d}: no such domain evaluated" for d in missing]) or "every domain under its ceiling"
+        rules.append(_rule("max_perplexity", not over and not missing, detail))
+    return rules
+
+
+def apply_gate(gate, report: dict, baseline: dict | None = None) -> dict:
+    """Decide promote / reject. `gate` is `eval.gate`; `baseline` is {version, perplexity} of the
+    promoted version on the same eval data, or None when nothing is promoted yet."""
+    if report.get("error"):
+        rules = [_rule("evaluation", False, report["error"])]
+    else:
+        rules = _perplexity_rules(gate, report, baseline)
+        kpi = report.get("kpi")
+        if kpi and kpi["suites"]:
+            if gate.require_suites_pass:
+                failed = [f"{s['name']} {s['score']:.3f} < {s['threshold']:g}" for s in kpi["suites"] if not s["passed"]]
+                rules.append(_rule("require_suites_pass", not failed,
+                                   "; ".join(failed) or f"{len(kpi['suites'])} suite(s) at or above threshold"))
+            if gate.min_kpi_score is not None:
+                ok = kpi["weighted_score"] >= gate.min_kpi_score
+                rules.append(_rule("min_kpi_score", ok, f"weighted score {kpi['weighted_score']:.3f} "
+                                   f"{'>=' if ok else '<'} {gate.min_kpi_score:g}"))
+        mem = report.get("memorisation")
+        if mem is not None and gate.max_canary_leaks is not None:
+            n = len(mem["leaked"])
+            ok = n <= gate.max_canary_leaks
+            detail = f"{n} of {mem['canaries']} canaries leaked" + (f": {', '.join(mem['leaked'])}" if n else "")
+            rules.append(_rule("max_canary_leaks", ok, f"{detail} (allowed {gate.max_canary_leaks})"))
+    passed = all(r["passed"] for r in rules)
+    return {"decision": "promote" if passed else "reject", "rules": rules,
+            "reasons": [f"{r['rule']}: {r['detail']}" for r in rules if not r["passed"]]}

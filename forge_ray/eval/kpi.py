@@ -1,0 +1,51 @@
+"""Running KPI suites against an engine: every generated case in one batch, every choice in one.
+
+    report = run_suites(engine, load_suites(config.eval.suites))
+    report["weighted_score"], report["suites"][0]["passed"]
+"""
+
+from __future__ import annotations
+
+import logging
+
+from forge_ray.eval.scorers import score_answer, score_choice
+from forge_ray.eval.suites import ChoiceCase, Suite
+
+log = logging.getLogger(__name__)
+
+ANSWER_CHARS = 500  # answers are kept in the report up to this many characters
+
+
+def run_suites(engine, suites: list[Suite]) -> dict:
+    """Score every case of every suite; {suites: [...], weighted_score, passed}."""
+    generated = [(s, c) for s in suites for c in s.cases if not isinstance(c, ChoiceCase)]
+    choices = [(s, c) for s in suites for c in s.cases if isinstance(c, ChoiceCase)]
+    answers = engine.generate(
+        [c.prompt for _, c in generated],
+        [c.max_tokens or s.max_tokens for s, c in generated],
+        [c.stop for _, c in generated],
+    )
+    lls = engine.loglikelihood([(c.prompt, choice) for _, c in choices for choice in c.choices])
+    results: dict[tuple[str, str], dict] = {}
+    for (s, c), answer in zip(generated, answers, strict=True):
+        score, detail = score_answer(c, answer)
+        results[s.name, c.id] = {"id": c.id, "scorer": c.scorer, "score": score, "detail": detail,
+                                 "answer": answer[:ANSWER_CHARS]}
+    at = 0
+    for s, c in choices:
+        mine, at = lls[at : at + len(c.choices)], at + len(c.choices)
+        score, detail = score_choice(c, mine)
+        results[s.name, c.id] = {"id": c.id, "scorer": c.scorer, "score": score, "detail": detail,
+                                 "loglikelihoods": dict(zip(c.choices, mine, strict=True))}
+    out = []
+    for s in suites:
+        cases = [results[s.name, c.id] for c in s.cases]
+        score = sum(r["score"] for r in cases) / len(cases)
+        out.append({"name": s.name, "description": s.description, "weight": s.weight,
+                    "threshold": s.threshold, "score": score, "passed": score >= s.threshold,
+                    "cases": cases})
+        log.info("KPI suite %s: %.3f (threshold %.3f) %s", s.name, score, s.threshold,
+                 "pass" if score >= s.threshold else "FAIL")
+    total_weight = sum(s["weight"] for s in out)
+    weighted = sum(s["weight"] * s["score"] for s in out) / total_weight if out else None
+    return {"suites": out, "weighted_score": weighted, "passed": all(s["passed"] for s in out)}

@@ -1,0 +1,132 @@
+"""Held-out perplexity per domain, on the eval split the prepare stage set aside.
+
+The eval shards of each source are cut into units of `sequences_per_task` rows and scored by a
+pool of Ray actors (`workers`), each of which loads the version once. Packed sequences hold
+several documents: attention is block-diagonal per document (from `position_ids`, which restart
+at 0 at each document start), a document's first token is not scored (it would be predicted
+from the previous document) and padding is never scored, so the number is what the model gives
+one document at a time, as it is served.
+
+Legend: B batch, T seq_len, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from forge_ray.eval.model_files import EvalError, load_hf_model, local_model_dir
+
+log = logging.getLogger(__name__)
+
+
+def document_mask(position_ids_BT):
+    """[B, 1, T, T] bool: causal attention within the document each token belongs to."""
+    import torch
+
+    seg_BT = torch.cumsum((position_ids_BT == 0).long(), dim=1)
+    T = position_ids_BT.shape[1]
+    causal_TT = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    return ((seg_BT[:, :, None] == seg_BT[:, None, :]) & causal_TT)[:, None]
+
+
+def nll_sums(model, input_ids_BT, position_ids_BT, pad_token_id: int) -> tuple[float, int]:
+    """(sum of -log p over scored targets, number of scored targets) for one batch."""
+    import torch
+
+    with torch.inference_mode():
+        logits_BTV = model(input_ids_BT, position_ids=position_ids_BT,
+                           attention_mask=document_mask(position_ids_BT)).logits
+        logp = torch.log_softmax(logits_BTV[:, :-1].float(), dim=-1)
+        target_BT = input_ids_BT[:, 1:]
+        nll_BT = -logp.gather(-1, target_BT[..., None]).squeeze(-1)
+        scored_BT = (position_ids_BT[:, 1:] != 0) & (target_BT != pad_token_id)
+        return float(nll_BT[scored_BT].sum()), int(scored_BT.sum())
+
+
+class _PerplexityWorker:
+    """One Ray actor: the version loaded once, scoring units of eval rows."""
+
+    def __init__(self, model_url: str, threads: int, batch_size: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.batch_size = batch_size
+        self.error = None
+        try:
+            with local_model_dir(model_url) as path:
+                self.model = load_hf_model(path)
+        except EvalError as e:
+            self.error = str(e)
+
+    def ready(self) -> str | None:
+        return self.error
+
+    def score(self, dataset, source: str, shard_uri: str, start: int, stop: int) -> dict:
+        import torch
+
+        table = dataset.read_shard(shard_uri).slice(start, stop - start)
+        ids = torch.tensor(table.column("input_ids").to_pylist(), dtype=torch.long)
+        pos = torch.tensor(table.column("position_ids").to_pylist(), dtype=torch.long)
+        nll, tokens = 0.0, 0
+        for i in range(0, len(ids), self.batch_size):
+            n, t = nll_sums(self.model, ids[i : i + self.batch_size], pos[i : i + self.batch_size],
+                            dataset.pad_token_id)
+            nll, tokens = nll + n, tokens + t
+        return {"source": source, "nll": nll, "tokens": tokens, "sequences": len(ids)}
+
+
+def work_units(dataset, source: str, max_sequences: int, per_unit: int) -> list[tuple[str, int, int]]:
+    """(shard URI, first row, end row) units covering the first `max_sequences` eval rows."""
+    units, left = [], max_sequences
+    for entry, uri in zip(dataset.shards(source, "eval"), dataset.shard_paths(source, "eval"), strict=True):
+        rows = min(int(entry["rows"]), left)
+        units += [(uri, s, min(s + per_unit, rows)) for s in range(0, rows, per_unit)]
+        left -= rows
+        if left <= 0:
+            break
+    return units
+
+
+def perplexity_by_domain(model_url: str, dataset, config) -> dict[str, dict]:
+    """{source: {perplexity, nll_per_token, tokens, sequences}} on the eval split, on the cluster.
+
+    `config` is `eval.perplexity`. Raises EvalError if the version does not load or a source has
+    no eval sequences.
+    """
+    import ray
+    from ray.util import ActorPool
+
+    units = []
+    for source in dataset.sources:
+        mine = work_units(dataset, source, config.max_sequences, config.sequences_per_task)
+        if not mine:
+            raise EvalError(f"dataset {dataset.dataset}/{dataset.version} has no eval sequences for {source!r}")
+        units += [(source, *u) for u in mine]
+    started = time.monotonic()
+    worker = ray.remote(num_cpus=config.cpus_per_worker)(_PerplexityWorker)
+    actors = [worker.remote(model_url, config.threads_per_worker, config.batch_size)
+              for _ in range(min(config.workers, len(units)))]
+    try:
+        errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
+        if errors:
+            raise EvalError(errors[0])
+        dataset_ref = ray.put(dataset)
+        pool = ActorPool(actors)
+        parts = list(pool.map_unordered(lambda a, u: a.score.remote(dataset_ref, *u), units))
+    finally:
+        for a in actors:
+            ray.kill(a)
+    out = {}
+    for source in dataset.sources:
+        mine = [p for p in parts if p["source"] == source]
+        nll, tokens = sum(p["nll"] for p in mine), sum(p["tokens"] for p in mine)
+        if tokens == 0:
+            raise EvalError(f"no scorable tokens in the eval split of {source!r}")
+        out[source] = {"perplexity": math.exp(nll / tokens), "nll_per_token": nll / tokens,
+                       "tokens": tokens, "sequences": sum(p["sequences"] for p in mine)}
+    log.info("perplexity of %d domains (%d units, %d workers) in %.1f s: %s", len(out), len(units),
+             len(actors), time.monotonic() - started,
+             ", ".join(f"{s} {r['perplexity']:.2f}" for s, r in out.items()))
+    return out

@@ -1,0 +1,146 @@
+"""Evaluate a version and gate its promotion: the eval stage of the pipeline.
+
+    from forge_ray.eval import evaluate_and_gate
+    report = evaluate_and_gate(config, "v3")            # a registry version id
+    report = evaluate_and_gate(config, "/exports/v3")  # or an exported folder (published first)
+    report["gate"]["decision"]                           # "promote" | "reject"
+
+Order matters: suites are validated before any model loads (a bad suite is the operator's
+mistake, not the candidate's: it raises and nothing changes), then the candidate's checksums
+are verified, then perplexity (Ray actors), KPI suites and canaries (vLLM). If the candidate
+cannot be loaded or evaluated, it is rejected with the cause and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+
+from forge_ray import __version__
+from forge_ray.config import ForgeConfig
+from forge_ray.eval.engine import EndpointEngine, OfflineEngine
+from forge_ray.eval.gate import apply_gate
+from forge_ray.eval.kpi import run_suites
+from forge_ray.eval.memorisation import memorisation_check
+from forge_ray.eval.model_files import EvalError, local_model_dir
+from forge_ray.eval.perplexity import perplexity_by_domain
+from forge_ray.eval.suites import Suite, load_suites
+from forge_ray.storage import Storage
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "eval"  # registry/<model>/_reports/<version>/eval.json
+
+
+def make_engine(config: ForgeConfig, model_url: str, tokenizer_dir: str):
+    eng = config.eval.engine
+    if eng.backend == "endpoint":
+        return EndpointEngine(eng.endpoint_url, eng.endpoint_model or config.model.name, tokenizer_dir,
+                              eng.max_model_len, eng.request_timeout_s)
+    return OfflineEngine(model_url, tokenizer_dir, eng)
+
+
+def evaluate_version(config: ForgeConfig, model_url: str, dataset, suites: list[Suite]) -> dict:
+    """Perplexity per domain, KPI suites and the memorisation check of the model at `model_url`.
+
+    Raises EvalError if the model cannot be loaded or evaluated.
+    """
+    started = time.monotonic()
+    report: dict = {"dataset": {"name": dataset.dataset, "version": dataset.version},
+                    "engine": config.eval.engine.backend}
+    report["perplexity"] = perplexity_by_domain(model_url, dataset, config.eval.perplexity)
+    mem = config.eval.memorisation
+    if suites or mem.enabled:
+        with local_model_dir(model_url) as local:
+            engine = make_engine(config, model_url, local)
+            try:
+                report["kpi"] = run_suites(engine, suites) if suites else None
+                report["memorisation"] = (memorisation_check(engine, mem, config.data, config.project.storage_root)
+                                          if mem.enabled else None)
+            finally:
+                engine.close()
+    report["duration_s"] = round(time.monotonic() - started, 2)
+    return report
+
+
+def _baseline(config: ForgeConfig, registry, dataset) -> dict | None:
+    """Perplexity of the promoted version on the same eval data: from its stored report if that
+    was measured on this dataset version with these settings, else measured now."""
+    promoted = registry.promoted()
+    if promoted is None:
+        return None
+    settings = config.eval.perplexity.model_dump()
+    if REPORT_NAME in registry.get(promoted).reports:
+        old = registry.report(promoted, REPORT_NAME)
+        if old.get("dataset", {}).get("version") == dataset.version and old.get("perplexity_settings") == settings:
+            return {"version": promoted, "perplexity": old["perplexity"], "measured": "stored report"}
+    log.info("measuring the promoted version %s on dataset %s for comparison", promoted, dataset.version)
+    ppl = perplexity_by_domain(registry.get(promoted).url, dataset, config.eval.perplexity)
+    return {"version": promoted, "perplexity": ppl, "measured": "now"}
+
+
+def resolve_version(config: ForgeConfig, storage: Storage, version_dir_or_id: str) -> str:
+    """A registry version id: the id itself, a registry folder, or an exported folder published now."""
+    from forge_ray.registry import Registry, publish_version
+
+    registry = Registry(storage, config.model.name)
+    if not os.path.isdir(version_dir_or_id):
+        return version_dir_or_id
+    folder = os.path.abspath(version_dir_or_id)
+    name = os.path.basename(folder.rstrip("/"))
+    if os.path.abspath(registry.version_path(name)) == folder:
+        return name
+    manifest_path = os.path.join(folder, "manifest.json")
+    manifest = {}
+    if os.path.isfile(manifest_path):
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    version = manifest.get("version") or name
+    if version not in registry.versions():
+        publish_version(storage, config.model.name, version, folder, manifest)
+        log.info("published %s as candidate %s/%s", folder, config.model.name, version)
+    return version
+
+
+def evaluate_and_gate(config: ForgeConfig, version_dir_or_id: str, storage: Storage | None = None) -> dict:
+    """Evaluate a candidate and promote or reject it through the registry; return the report.
+
+    The report (with `gate`: decision, rules, reasons) is attached to the version as "eval".
+    """
+    from forge_ray.data.dataset import open_dataset
+    from forge_ray.registry import CorruptVersionError, Registry, RegistryError
+
+    suites = load_suites(config.eval.suites)  # before any model loads
+    storage = storage or Storage(config.project.storage_root)
+    registry = Registry(storage, config.model.name)
+    version = resolve_version(config, storage, version_dir_or_id)
+    state = registry.state(version)
+    if state != "candidate":
+        raise RegistryError(f"{config.model.name}/{version} is {state}; only candidates go through the gate")
+    dataset = open_dataset(storage, config.prepare.dataset)
+    report: dict = {"model": config.model.name, "version": version, "code_version": __version__,
+                    "evaluated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    "perplexity_settings": config.eval.perplexity.model_dump(),
+                    "gate_rules": config.eval.gate.model_dump(), "error": None}
+    log.info("evaluating %s/%s on dataset %s/%s", config.model.name, version, dataset.dataset, dataset.version)
+    baseline = None
+    try:
+        registry.verify(version)
+        report.update(evaluate_version(config, registry.get(version).url, dataset, suites))
+        baseline = _baseline(config, registry, dataset)
+    except (EvalError, CorruptVersionError) as e:
+        log.error("evaluation of %s failed: %s", version, e)
+        report["error"] = str(e)
+    report["baseline"] = baseline
+    report["gate"] = apply_gate(config.eval.gate, report, baseline)
+    registry.attach_report(version, REPORT_NAME, report)
+    if report["gate"]["decision"] == "promote":
+        registry.promote(version, reason="passed the eval gate")
+        log.info("promoted %s/%s", config.model.name, version)
+    else:
+        registry.reject(version, "; ".join(report["gate"]["reasons"]))
+        log.warning("rejected %s/%s: %s", config.model.name, version, "; ".join(report["gate"]["reasons"]))
+    return report
