@@ -2,6 +2,7 @@
 
     forge validate -c jobs/configs/demo.yaml
     forge demo -c jobs/configs/demo.yaml
+    forge eval -c jobs/configs/demo.yaml [--version V]
 
 Errors a user can fix (bad config, unwritable storage, missing files) print one clear
 message and exit non-zero, without a traceback; `--verbose` shows debug logs.
@@ -14,11 +15,12 @@ import sys
 
 from forge_ray import __version__
 from forge_ray.cli import demo, validate
+from forge_ray.cli import eval as eval_command
 from forge_ray.cli.common import setup_logging
 from forge_ray.errors import ForgeError
 
 # Each subcommand module has `register(subparsers)`; later rooms add theirs here.
-COMMANDS = [validate, demo]
+COMMANDS = [validate, demo, eval_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

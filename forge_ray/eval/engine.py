@@ -65,7 +65,7 @@ class Engine(ABC):
     @abstractmethod
     def _prompt_logprob_sums(self, prompts: list[list[int]], starts: list[int]) -> list[float]: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: an endpoint holds nothing to release
         """Release the engine (a no-op for an endpoint)."""
 
 
