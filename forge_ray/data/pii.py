@@ -1,0 +1,159 @@
+"""Suitability: find personal data and secrets in a text, and redact them with typed placeholders.
+
+Detectors (no model download, no network):
+- presidio-analyzer pattern recognisers: e-mail, phone (via `phonenumbers`, international
+  formats), IBAN (mod-97 checked), payment cards (Luhn checked), IPv4 / IPv6;
+- detect-secrets' regex plugins: AWS, GitHub, GitLab, Slack, Stripe, JWT, OpenAI, npm, PyPI, ...
+  plus whole PEM private-key blocks and high-entropy tokens (detect-secrets' Shannon entropy);
+- the config's custom patterns and deny-lists.
+
+presidio's e-mail check calls `tldextract`, whose default extractor downloads the public
+suffix list on first use; here it gets an extractor with no suffix-list URLs (the bundled
+snapshot), so nothing calls out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+PLACEHOLDERS = {
+    "EMAIL": "<EMAIL>", "PHONE": "<PHONE>", "IBAN": "<IBAN>", "CREDIT_CARD": "<CREDIT_CARD>",
+    "IP_ADDRESS": "<IP_ADDRESS>", "SECRET": "<SECRET>",
+}
+_PRESIDIO = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "IBAN_CODE": "IBAN",
+             "CREDIT_CARD": "CREDIT_CARD", "IP_ADDRESS": "IP_ADDRESS"}
+# detect-secrets plugins left out: IP addresses are presidio's job; the keyword, basic-auth and
+# quoted-string entropy plugins need file context (we test bare-token entropy ourselves).
+_SKIP_PLUGINS = {"IPPublicDetector", "KeywordDetector", "Base64HighEntropyString", "HexHighEntropyString",
+                 "PrivateKeyDetector"}
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END [A-Z0-9 ]*-----|\Z)", re.S)
+_TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]+")
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    entity: str
+
+
+def offline_tld_extractor():
+    """A tldextract extractor that never fetches the public suffix list (bundled snapshot only)."""
+    import tldextract
+
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+
+def placeholder(entity: str) -> str:
+    return PLACEHOLDERS.get(entity, f"<{entity}>")
+
+
+class PiiScanner:
+    """Finds and redacts PII in texts; built from a `PiiConfig`, picklable (recognisers are lazy)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.entities = set(cfg.entities)
+        self.custom = [(p.name, re.compile(p.regex)) for p in cfg.patterns]
+        self.custom += [
+            (d.name, re.compile(r"\b(?:" + "|".join(re.escape(t) for t in d.terms) + r")\b", re.I))
+            for d in cfg.deny_lists
+        ]
+
+    def __getstate__(self):
+        return {"cfg": self.cfg}
+
+    def __setstate__(self, state):
+        self.__init__(state["cfg"])
+
+    @cached_property
+    def _recognizers(self) -> list:
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            PhoneRecognizer,
+        )
+
+        tld = offline_tld_extractor()
+
+        class OfflineEmailRecognizer(EmailRecognizer):
+            def validate_result(self, pattern_text: str):  # noqa: D102 - same rule, offline extractor
+                return tld(pattern_text).fqdn != ""
+
+        wanted = {
+            "EMAIL": OfflineEmailRecognizer, "IBAN": IbanRecognizer, "CREDIT_CARD": CreditCardRecognizer,
+            "IP_ADDRESS": IpRecognizer,
+        }
+        out = [cls() for name, cls in wanted.items() if name in self.entities]
+        if "PHONE" in self.entities:
+            out.append(PhoneRecognizer(supported_regions=tuple(self.cfg.phone_regions)))
+        return out
+
+    @cached_property
+    def _secret_regexes(self) -> list[re.Pattern]:
+        from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+        regexes = []
+        for cls in get_mapping_from_secret_type_to_class().values():
+            if cls.__name__ in _SKIP_PLUGINS:
+                continue
+            regexes.extend(getattr(cls(), "denylist", ()))
+        return regexes
+
+    def _high_entropy(self, text: str) -> list[Span]:
+        from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
+
+        entropy = Base64HighEntropyString().calculate_shannon_entropy
+        spans = []
+        for m in _TOKEN.finditer(text):
+            tok = m.group()
+            if (len(tok) >= self.cfg.entropy_min_length and any(c.isdigit() for c in tok)
+                    and any(c.isalpha() for c in tok) and entropy(tok) >= self.cfg.entropy_bits):
+                spans.append(Span(m.start(), m.end(), "SECRET"))
+        return spans
+
+    def find(self, text: str) -> list[Span]:
+        """Non-overlapping spans, sorted; overlapping finds merge into the longest one's entity."""
+        spans: list[Span] = []
+        for rec in self._recognizers:
+            for r in rec.analyze(text, entities=rec.supported_entities, nlp_artifacts=None):
+                if r.score >= self.cfg.min_score:
+                    spans.append(Span(r.start, r.end, _PRESIDIO[r.entity_type]))
+        if "SECRET" in self.entities:
+            spans += [Span(m.start(), m.end(), "SECRET") for m in _PEM.finditer(text)]
+            for regex in self._secret_regexes:
+                spans += [Span(m.start(), m.end(), "SECRET") for m in regex.finditer(text) if m.end() > m.start()]
+            spans += self._high_entropy(text)
+        for name, regex in self.custom:
+            spans += [Span(m.start(), m.end(), name) for m in regex.finditer(text) if m.end() > m.start()]
+        return _merge(spans)
+
+    def redact(self, text: str) -> tuple[str, dict[str, int]]:
+        """(text with each span replaced by its placeholder, count per entity)."""
+        spans = self.find(text)
+        if not spans:
+            return text, {}
+        out, counts, last = [], {}, 0
+        for s in spans:
+            out += [text[last : s.start], placeholder(s.entity)]
+            counts[s.entity] = counts.get(s.entity, 0) + 1
+            last = s.end
+        out.append(text[last:])
+        return "".join(out), counts
+
+
+def _merge(spans: list[Span]) -> list[Span]:
+    spans.sort(key=lambda s: (s.start, -(s.end - s.start)))
+    merged: list[Span] = []
+    for s in spans:
+        if merged and s.start < merged[-1].end:
+            m = merged[-1]
+            entity = m.entity if (m.end - m.start) >= (s.end - s.start) else s.entity
+            merged[-1] = Span(m.start, max(m.end, s.end), entity)
+        else:
+            merged.append(s)
+    return merged

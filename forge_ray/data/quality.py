@@ -1,0 +1,82 @@
+"""Quality filters: Gopher-style heuristics (Rae et al. 2021, appendix A), first failing rule wins.
+
+Each rule has its own drop reason (`quality_<rule>`), so the manifest says how many records
+each one removed. Length rules apply to every source; the prose rules (ratios, repetition)
+are skipped for `quality.exempt_sources` such as code, where they would misfire.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+_WORD = re.compile(r"\S+")
+_ALPHA = re.compile(r"[^\W\d_]")
+
+RULES = (
+    "min_words", "max_words", "mean_word_length", "symbol_ratio", "digit_ratio", "alpha_words",
+    "duplicate_lines", "top_ngram", "duplicate_ngrams",
+)
+
+
+def _duplicate_line_ratio(text: str) -> float:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return 0.0
+    counts = Counter(lines)
+    return sum(c - 1 for c in counts.values()) / len(lines)
+
+
+def _top_ngram_ratio(words: list[str], n: int = 2) -> float:
+    """Share of characters covered by the most frequent word n-gram."""
+    if len(words) < n + 1:
+        return 0.0
+    grams = Counter(zip(*[words[i:] for i in range(n)], strict=False))
+    gram, count = grams.most_common(1)[0]
+    if count < 2:
+        return 0.0
+    return count * sum(len(w) for w in gram) / max(1, sum(len(w) for w in words))
+
+
+def _duplicate_ngram_ratio(words: list[str], n: int = 5) -> float:
+    """Share of characters in word n-grams that occur more than once (each word counted once)."""
+    if len(words) < 2 * n:
+        return 0.0
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    covered = [False] * len(words)
+    for i, g in enumerate(grams):
+        if counts[g] > 1:
+            for j in range(i, i + n):
+                covered[j] = True
+    total = sum(len(w) for w in words)
+    return sum(len(w) for w, c in zip(words, covered, strict=True) if c) / max(1, total)
+
+
+def failed_rule(text: str, cfg, prose: bool) -> str | None:
+    """The first rule `text` fails (a name from RULES), or None if it passes them all."""
+    words = _WORD.findall(text)
+    n = len(words)
+    if n < cfg.min_words:
+        return "min_words"
+    if n > cfg.max_words:
+        return "max_words"
+    if not prose:
+        return None
+    mean_len = sum(len(w) for w in words) / n
+    if not cfg.min_mean_word_length <= mean_len <= cfg.max_mean_word_length:
+        return "mean_word_length"
+    if (text.count("#") + text.count("...") + text.count("\u2026")) / n > cfg.max_symbol_ratio:
+        return "symbol_ratio"
+    if sum(c.isdigit() for c in text) / max(1, len(text)) > cfg.max_digit_ratio:
+        return "digit_ratio"
+    if sum(1 for w in words if _ALPHA.search(w)) / n < cfg.min_alpha_word_ratio:
+        return "alpha_words"
+    if _duplicate_line_ratio(text) > cfg.max_duplicate_line_ratio:
+        return "duplicate_lines"
+    lowered = [w.lower() for w in words]
+    if _top_ngram_ratio(lowered) > cfg.max_top_ngram_ratio:
+        return "top_ngram"
+    if _duplicate_ngram_ratio(lowered) > cfg.max_duplicate_ngram_ratio:
+        return "duplicate_ngrams"
+    return None
