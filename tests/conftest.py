@@ -57,3 +57,21 @@ def demo_config_at(tmp_path, small_corpora):
     path = tmp_path / "forge.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def prepared_dataset(tmp_path_factory, small_corpora, ray_cluster):
+    """The small corpora prepared once per test session: (storage_root, PreparedDataset).
+
+    The demo forge file's `prepare` section with a small vocabulary (512) and seq_len 128.
+    """
+    from forge_ray.config import load_config
+    from forge_ray.data.prepare import prepare_dataset
+
+    corpora_root, _ = small_corpora
+    root = tmp_path_factory.mktemp("prepared_root")
+    shutil.copytree(corpora_root, root, dirs_exist_ok=True)
+    config = load_config(DEMO_CONFIG, overrides=[
+        f"project.storage_root={root}", "prepare.seq_len=128", "prepare.tokenizer.vocab_size=512",
+    ])
+    return root, prepare_dataset(config)

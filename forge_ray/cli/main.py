@@ -2,6 +2,8 @@
 
     forge validate -c jobs/configs/demo.yaml
     forge demo -c jobs/configs/demo.yaml
+    forge prepare -c jobs/configs/demo.yaml
+    forge dataset show ./forge_data/demo/datasets/demo
     forge eval -c jobs/configs/demo.yaml [--version V]
 
 Errors a user can fix (bad config, unwritable storage, missing files) print one clear
@@ -14,13 +16,13 @@ import argparse
 import sys
 
 from forge_ray import __version__
-from forge_ray.cli import demo, validate
+from forge_ray.cli import dataset, demo, prepare, validate
 from forge_ray.cli import eval as eval_command
 from forge_ray.cli.common import setup_logging
 from forge_ray.errors import ForgeError
 
 # Each subcommand module has `register(subparsers)`; later rooms add theirs here.
-COMMANDS = [validate, demo, eval_command]
+COMMANDS = [validate, demo, eval_command, prepare, dataset]
 
 
 def build_parser() -> argparse.ArgumentParser:
