@@ -35,7 +35,7 @@ def _tokenizer_json() -> str:
     return tok.to_str()
 
 
-def build_tiny(out_dir: str, family: str = "dense", seed: int = 0, layers: int = 2, hidden: int = 64) -> str:
+def build_tiny(out_dir: str, family: str = "dense", seed: int = 0, layers: int = 2, hidden: int = 128) -> str:
     """Save a random-init Llama (dense) or Mixtral (moe) model with a tokenizer into `out_dir`."""
     import torch
     from tokenizers import Tokenizer
@@ -50,7 +50,7 @@ def build_tiny(out_dir: str, family: str = "dense", seed: int = 0, layers: int =
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
                                         bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     common = dict(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden,
-                  num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                  num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,  # head_dim 64: vLLM CPU attention needs >= 32
                   max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0,
                   initializer_range=0.2, tie_word_embeddings=False)
     torch.manual_seed(seed)

@@ -1,0 +1,94 @@
+"""Building, starting and watching the serving application (used by `forge serve`, tests, the demo).
+
+    from forge_ray.serve import start_serving, wait_for_version
+    endpoint = start_serving(config)                 # serves the promoted version of config's model
+    wait_for_version(endpoint, "v2", timeout_s=300)  # after a promotion: every replica serves v2
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from forge_ray.config import ForgeConfig
+from forge_ray.config.serve import ServeConfig
+from forge_ray.errors import ForgeError
+from forge_ray.registry import Registry
+from forge_ray.storage import Storage
+
+
+class ServeError(ForgeError):
+    """The serving application could not start or did not reach the expected state."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str       # e.g. http://127.0.0.1:8000/v1
+    model: str
+    app_name: str
+    storage_root: str
+
+
+def build_app(cfg: ServeConfig, storage_root: str, model: str):
+    """The Serve application graph: Ingress -> LLMServer replicas, both -> SwapWatcher."""
+    from forge_ray.serve.deployments import Ingress, LLMServer, SwapWatcher
+
+    cfg_json = cfg.model_dump_json()
+    uri = Storage(storage_root).url()
+    watcher = SwapWatcher.bind(uri, model, cfg_json)
+    r = cfg.replicas
+    scaling = ({"autoscaling_config": r.autoscaling.model_dump()} if r.autoscaling
+               else {"num_replicas": r.num_replicas})
+    llm = LLMServer.options(max_ongoing_requests=r.max_ongoing_requests,
+                            ray_actor_options={"num_cpus": r.num_cpus}, **scaling).bind(uri, model, cfg_json, watcher)
+    return Ingress.bind(model, cfg_json, llm, watcher)
+
+
+def start_serving(config: ForgeConfig, address: str | None = None, model: str | None = None) -> Endpoint:
+    """Serve the promoted version of the forge file's model on the cluster; returns when it answers."""
+    from ray import serve
+
+    from forge_ray.cluster import connect_for
+
+    cfg = config.serve
+    model = model or cfg.model or config.model.name
+    root = config.project.storage_root
+    registry = Registry(root, model)
+    if registry.promoted() is None:
+        raise ServeError(f"model {model!r} has no promoted version under {registry.storage.url('registry')}; "
+                         f"promote one with `forge registry promote -c FILE VERSION`")
+    connect_for(config, address)
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(build_app(cfg, root, model), name=cfg.app_name, route_prefix="/")
+    return Endpoint(f"http://{cfg.host}:{cfg.port}/v1", model, cfg.app_name, root)
+
+
+def status(endpoint: Endpoint) -> dict:
+    """The swap watcher's view: target version, generation, each replica's version, recent events."""
+    from ray import serve
+
+    return serve.get_deployment_handle("SwapWatcher", endpoint.app_name).status.remote().result()
+
+
+def wait_for_version(endpoint: Endpoint, version: str, timeout_s: float = 300.0, replicas: int | None = None) -> dict:
+    """Block until every replica (at least `replicas` of them) serves `version`; returns the status.
+
+    Raises ServeError if the version is rejected or refused meanwhile, or on timeout.
+    """
+    registry = Registry(endpoint.storage_root, endpoint.model)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = status(endpoint)
+        versions = [r["version"] for r in st["replicas"].values() if not r["swapping"]]
+        if versions and all(v == version for v in versions) and len(versions) >= (replicas or 1):
+            return st
+        if registry.state(version) == "rejected":
+            raise ServeError(f"{endpoint.model}/{version} was rejected: {registry.get(version).history[-1]['reason']}")
+        time.sleep(0.5)
+    raise ServeError(f"{endpoint.model}/{version} not served by every replica after {timeout_s:.0f}s: {status(endpoint)}")
+
+
+def stop_serving(endpoint: Endpoint) -> None:
+    from ray import serve
+
+    serve.delete(endpoint.app_name)

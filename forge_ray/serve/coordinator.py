@@ -1,0 +1,98 @@
+"""The swap watcher: notices a new promoted version, verifies it, and lets replicas swap one at a time.
+
+Replicas pull: each polls `target()`, asks for the single swap lease with `acquire()`, swaps, and
+`report()`s. A version whose files do not match its checksums is refused here (marked rejected,
+so the pointer goes back) before any replica touches it; a version that fails a replica's canary
+check is rejected on that report, and the target goes back to what the replicas still serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from forge_ray.config.serve import SwapConfig
+from forge_ray.errors import ForgeError
+from forge_ray.registry import CorruptVersionError, Registry
+
+log = logging.getLogger(__name__)
+
+LEASE_TIMEOUT_S = 900.0  # a replica that died mid-swap must not block the others forever
+
+
+class SwapCoordinator:
+    def __init__(self, registry: Registry, cfg: SwapConfig):
+        self.registry, self.cfg = registry, cfg
+        pointer = registry.pointer()
+        if pointer.version is None:
+            raise ForgeError(f"model {registry.model!r} has no promoted version; promote one first "
+                             f"(forge registry promote -c FILE VERSION)")
+        registry.verify(pointer.version)
+        self.target, self.generation = pointer.version, pointer.generation
+        self.lease: tuple[str, float] | None = None
+        self.replicas: dict[str, dict] = {}
+        self.events: list[dict] = []
+
+    def _event(self, kind: str, version: str | None, detail: str) -> None:
+        self.events.append({"time": time.time(), "event": kind, "version": version, "detail": detail})
+        del self.events[:-50]
+        log.info("swap watcher: %s %s: %s", kind, version, detail)
+
+    def check(self) -> None:
+        """One poll of the promoted pointer (cheap: one small file)."""
+        pointer = self.registry.pointer()
+        if pointer.generation == self.generation:
+            return
+        self.generation = pointer.generation
+        if pointer.version is None or pointer.version == self.target:
+            return
+        try:
+            self.registry.verify(pointer.version)
+        except CorruptVersionError as e:
+            self._event("refused", pointer.version, str(e))
+            self.registry.reject(pointer.version, f"refused by the swap watcher: {e}")
+            return
+        self._event("target", pointer.version, f"promoted, generation {pointer.generation}")
+        self.target = pointer.version
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.check)
+            except Exception:  # noqa: BLE001 - a storage hiccup must not stop the watcher
+                log.exception("swap watcher poll failed")
+            await asyncio.sleep(self.cfg.watch_interval_s)
+
+    def target_version(self) -> dict:
+        return {"version": self.target, "generation": self.generation}
+
+    def acquire(self, replica_id: str, version: str) -> bool:
+        """The swap lease: one replica swaps at a time, and only to the current target."""
+        now = time.monotonic()
+        if version != self.target:
+            return False
+        if self.lease and self.lease[0] != replica_id and now - self.lease[1] < LEASE_TIMEOUT_S:
+            return False
+        self.lease = (replica_id, now)
+        return True
+
+    def report(self, replica_id: str, result: dict) -> None:
+        if self.lease and self.lease[0] == replica_id:
+            self.lease = None
+        self.heartbeat(replica_id, result["serving"], False)
+        self._event("swapped" if result["ok"] else "swap_failed", result["to"],
+                    f"{replica_id} {result['path']} in {result['seconds']:.2f}s: {result['detail']}")
+        if not result["ok"] and self.registry.state(result["to"]) != "rejected":
+            pointer = self.registry.reject(result["to"], f"swap check failed on replica {replica_id}: "
+                                                         f"{result['detail']}")
+            self.generation = pointer.generation
+            self.target = pointer.version or result["serving"]
+
+    def heartbeat(self, replica_id: str, version: str | None, swapping: bool) -> None:
+        self.replicas[replica_id] = {"version": version, "swapping": swapping, "seen": time.time()}
+
+    def status(self) -> dict:
+        alive = {r: s for r, s in self.replicas.items() if time.time() - s["seen"] < 30}
+        return {"model": self.registry.model, "target": self.target, "generation": self.generation,
+                "replicas": alive, "events": self.events[-20:]}

@@ -1,0 +1,114 @@
+"""The Ray Serve deployments: swap watcher, model replicas (one vLLM engine each), HTTP ingress.
+
+They hold no logic of their own: SwapCoordinator, ModelReplica and Frontend do the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+
+from forge_ray.config.serve import ServeConfig
+from forge_ray.errors import ForgeError
+from forge_ray.registry import Registry
+from forge_ray.serve.auth import KeyChecker
+from forge_ray.serve.coordinator import SwapCoordinator
+from forge_ray.serve.frontend import Frontend
+from forge_ray.serve.replica import ModelReplica
+
+log = logging.getLogger(__name__)
+REPLICA_POLL_S = 0.5  # replicas ask the watcher for its target this often (an in-cluster call)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+class SwapWatcher:
+    async def __init__(self, storage_uri: str, model: str, cfg_json: str):
+        cfg = ServeConfig.model_validate_json(cfg_json)
+        self.coord = SwapCoordinator(Registry(storage_uri, model), cfg.swap)
+        self._task = asyncio.get_running_loop().create_task(self.coord.run())
+
+    def target(self) -> dict:
+        return self.coord.target_version()
+
+    def acquire(self, replica_id: str, version: str) -> bool:
+        return self.coord.acquire(replica_id, version)
+
+    def report(self, replica_id: str, result: dict) -> None:
+        self.coord.report(replica_id, result)
+
+    def heartbeat(self, replica_id: str, version: str | None, swapping: bool) -> None:
+        self.coord.heartbeat(replica_id, version, swapping)
+
+    def status(self) -> dict:
+        return self.coord.status()
+
+    async def admin(self, action: str, body: dict) -> dict:
+        """reload | promote {"version"} | rollback {"reason", "to"} | status."""
+        reg = self.coord.registry
+        try:
+            if action == "promote":
+                await asyncio.to_thread(reg.promote, str(body.get("version")), reason="admin API")
+            elif action == "rollback":
+                await asyncio.to_thread(reg.rollback, str(body.get("reason", "admin API")), body.get("to"))
+            if action != "status":
+                await asyncio.to_thread(self.coord.check)
+        except ForgeError as e:
+            return {"error": str(e)}
+        return self.coord.status()
+
+
+@serve.deployment
+class LLMServer:
+    async def __init__(self, storage_uri: str, model: str, cfg_json: str, watcher):
+        cfg = ServeConfig.model_validate_json(cfg_json)
+        self.watcher = watcher
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self.replica = ModelReplica(cfg, Registry(storage_uri, model), self.replica_id)
+        target = await watcher.target.remote()
+        await self.replica.load(target["version"])
+        self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        """Follow the watcher's target: swap when it differs and this replica holds the lease."""
+        while self.replica.current is not None:
+            try:
+                target = (await self.watcher.target.remote())["version"]
+                if (target and target != self.replica.version
+                        and await self.watcher.acquire.remote(self.replica_id, target)):
+                    result = await self.replica.swap(target)
+                    await self.watcher.report.remote(self.replica_id, result)
+                else:
+                    await self.watcher.heartbeat.remote(self.replica_id, self.replica.version, False)
+            except Exception:  # noqa: BLE001 - keep following; serving goes on meanwhile
+                log.exception("replica %s: follow loop", self.replica_id)
+            await asyncio.sleep(REPLICA_POLL_S)
+
+    async def generate(self, req: dict):
+        async for event in self.replica.generate(req):
+            yield event
+
+    def check_health(self) -> None:
+        current = self.replica.current
+        if current is None or getattr(current.engine, "errored", False):
+            raise RuntimeError(f"engine of replica {self.replica_id} is not running")
+
+    def __del__(self):
+        self._task.cancel()
+        self.replica.close()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000)
+class Ingress:
+    def __init__(self, model: str, cfg_json: str, llm, watcher):
+        cfg = ServeConfig.model_validate_json(cfg_json)
+        self.front = Frontend(
+            cfg, model, KeyChecker.from_config(cfg.auth),
+            stream_fn=lambda req: llm.options(stream=True).generate.remote(req),
+            status_fn=lambda: watcher.status.remote(),
+            admin_fn=lambda action, body: watcher.admin.remote(action, body),
+        )
+
+    async def __call__(self, request):
+        return await self.front.handle(request)
