@@ -5,6 +5,9 @@
     forge prepare -c jobs/configs/demo.yaml
     forge dataset show ./forge_data/demo/datasets/demo
     forge eval -c jobs/configs/demo.yaml [--version V]
+    forge submit pipeline -c jobs/configs/demo.yaml --address http://HEAD:8265
+    forge jobs list | logs JOB | stop JOB
+    forge status -c jobs/configs/demo.yaml
 
 Errors a user can fix (bad config, unwritable storage, missing files) print one clear
 message and exit non-zero, without a traceback; `--verbose` shows debug logs.
@@ -16,13 +19,13 @@ import argparse
 import sys
 
 from forge_ray import __version__
-from forge_ray.cli import dataset, demo, prepare, validate
+from forge_ray.cli import dataset, demo, jobs, prepare, status, submit, validate
 from forge_ray.cli import eval as eval_command
 from forge_ray.cli.common import setup_logging
 from forge_ray.errors import ForgeError
 
 # Each subcommand module has `register(subparsers)`; later rooms add theirs here.
-COMMANDS = [validate, demo, eval_command, prepare, dataset]
+COMMANDS = [validate, demo, submit, jobs, status, eval_command, prepare, dataset]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Arguments after `--` go to the job a command starts (`forge submit demo -c F -- --scale 0.1`).
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    parser = build_parser()
+    args = parser.parse_args(argv[: len(argv) - len(extra) - 1] if "--" in argv else argv)
+    if extra and not hasattr(args, "job_args"):
+        parser.error(f"forge {args.command} takes no arguments after --")
+    args.job_args = extra
     setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
