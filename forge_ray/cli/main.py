@@ -8,6 +8,8 @@
     forge submit pipeline -c jobs/configs/demo.yaml --address http://HEAD:8265
     forge jobs list | logs JOB | stop JOB
     forge status -c jobs/configs/demo.yaml
+    forge serve -c jobs/configs/demo.yaml
+    forge registry list|show|promote|reject|rollback -c jobs/configs/demo.yaml
 
 Errors a user can fix (bad config, unwritable storage, missing files) print one clear
 message and exit non-zero, without a traceback; `--verbose` shows debug logs.
@@ -21,11 +23,13 @@ import sys
 from forge_ray import __version__
 from forge_ray.cli import dataset, demo, jobs, prepare, status, submit, validate
 from forge_ray.cli import eval as eval_command
+from forge_ray.cli import registry as registry_command
+from forge_ray.cli import serve as serve_command
 from forge_ray.cli.common import setup_logging
 from forge_ray.errors import ForgeError
 
 # Each subcommand module has `register(subparsers)`; later rooms add theirs here.
-COMMANDS = [validate, demo, submit, jobs, status, eval_command, prepare, dataset]
+COMMANDS = [validate, demo, submit, jobs, status, eval_command, prepare, dataset, serve_command, registry_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,6 +75,7 @@ class SwapCoordinator:
         if self.lease and self.lease[0] != replica_id and now - self.lease[1] < LEASE_TIMEOUT_S:
             return False
         self.lease = (replica_id, now)
+        self.heartbeat(replica_id, self.replicas.get(replica_id, {}).get("version"), True)
         return True
 
     def report(self, replica_id: str, result: dict) -> None:

@@ -115,14 +115,16 @@ class Frontend:
                                  usage["prompt_tokens"], usage["completion_tokens"])
 
         if not req.stream:
-            text, finish = [], None
+            text, ids, finish = [], [], None
             async for ev in events:
                 text.append(ev["text"])
-                usage["completion_tokens"] += ev["tokens"]
+                ids += ev["token_ids"]
                 finish = ev["finish_reason"] or finish
+            usage["completion_tokens"] = len(ids)
             done(200)
-            return JSONResponse(completion_body(kind, rid, self.model, version, "".join(text), finish, usage),
-                                headers=headers)
+            body = completion_body(kind, rid, self.model, version, "".join(text), finish, usage,
+                                   token_ids=ids if req.return_token_ids else None)
+            return JSONResponse(body, headers=headers)
 
         include_usage = bool((req.stream_options or {}).get("include_usage"))
 
@@ -130,9 +132,10 @@ class Frontend:
             status = 200
             try:
                 async for ev in events:
-                    usage["completion_tokens"] += ev["tokens"]
+                    usage["completion_tokens"] += len(ev["token_ids"])
                     chunk = completion_body(kind, rid, self.model, version, ev["text"], ev["finish_reason"],
-                                            None, delta=True)
+                                            None, delta=True,
+                                            token_ids=ev["token_ids"] if req.return_token_ids else None)
                     yield f"data: {json.dumps(chunk)}\n\n"
                 if include_usage:
                     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

@@ -41,6 +41,7 @@ class _Sampling(BaseModel):
     stream: bool = False
     stream_options: dict | None = None
     user: str | None = None
+    return_token_ids: bool = False  # extension (as vLLM's server): the completion's token ids
 
     def sampling(self, default_max_tokens: int) -> dict[str, Any]:
         """Arguments for vllm.SamplingParams."""
@@ -91,7 +92,7 @@ def new_id(prefix: str) -> str:
 
 
 def completion_body(kind: str, rid: str, model: str, version: str, text: str, finish: str | None,
-                    usage: dict | None, delta: bool = False) -> dict:
+                    usage: dict | None, delta: bool = False, token_ids: list[int] | None = None) -> dict:
     """One OpenAI response (or, with `delta`, one streamed chunk) of either endpoint."""
     if kind == "chat":
         choice = {"index": 0, "finish_reason": finish}
@@ -103,6 +104,8 @@ def completion_body(kind: str, rid: str, model: str, version: str, text: str, fi
     else:
         choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
         obj = "text_completion"
+    if token_ids is not None:
+        choice["token_ids"] = token_ids
     body = {"id": rid, "object": obj, "created": int(time.time()), "model": model,
             "system_fingerprint": version, "choices": [choice]}
     if usage is not None:

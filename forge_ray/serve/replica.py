@@ -86,7 +86,7 @@ class ModelReplica:
             yield {"type": "start", "version": loaded.version, "prompt_tokens": len(ids)}
             async for out in eng.stream(loaded.engine, ids, req["sampling"]):
                 o = out.outputs[0]
-                yield {"type": "delta", "text": o.text, "tokens": len(o.token_ids),
+                yield {"type": "delta", "text": o.text, "token_ids": list(o.token_ids),
                        "finish_reason": o.finish_reason}
         finally:
             loaded.exit()
