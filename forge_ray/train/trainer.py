@@ -1,0 +1,149 @@
+"""The driver side of a run: plan it (checks that fail before any worker starts), then fit.
+
+    result = run_training(config, dataset)        # dataset: forge_ray.data.dataset.PreparedDataset
+    result.run_dir, result.checkpoint_dir, result.metrics
+
+The run lives in `<storage_root>/runs/<run>/`: Ray Train's checkpoints (`checkpoint_*`),
+`run.json` (resolved config, mixture plan, dataset), `metrics.jsonl`, `tensorboard/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from forge_ray.config import ForgeConfig, config_hash
+from forge_ray.config.model import ModelConfig
+from forge_ray.errors import ConfigError, ForgeError
+from forge_ray.storage import Storage
+from forge_ray.train.metrics import read_metrics
+from forge_ray.train.worker import WorkerJob, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(ForgeError):
+    """A training run could not be planned or did not finish."""
+
+
+@dataclass
+class TrainResult:
+    run: str
+    run_dir: str
+    checkpoint_dir: str
+    model: ModelConfig
+    plan: object
+    metrics: list[dict]  # the curve: latest record per logged step
+    wall_s: float
+
+
+def resolve_model(config: ForgeConfig, dataset) -> ModelConfig:
+    """The model section made concrete: vocabulary from the tokenizer, or an HF checkpoint's architecture."""
+    cfg = config.model
+    vocab = int(dataset.manifest["tokenizer"]["vocab_size"])
+    if cfg.init_from:
+        from forge_ray.models.hf import model_config_from_hf
+
+        if not (Path(cfg.init_from) / "config.json").is_file():
+            raise ConfigError("model.init_from", [f"model.init_from: no config.json in {cfg.init_from!r}"])
+        try:
+            cfg = model_config_from_hf(cfg.init_from, cfg)
+        except ValueError as e:
+            raise ConfigError("model.init_from", [f"model.init_from: {e}"]) from None
+        if cfg.vocab_size < vocab:
+            raise ConfigError("model.init_from", [
+                f"model.init_from: the checkpoint's vocabulary ({cfg.vocab_size}) is smaller than the "
+                f"dataset tokenizer's ({vocab}); prepare the data with the checkpoint's tokenizer"])
+        return cfg
+    if cfg.vocab_size is not None and cfg.vocab_size < vocab:
+        raise ConfigError("model.vocab_size", [
+            f"model.vocab_size: {cfg.vocab_size} is smaller than the dataset tokenizer's vocabulary ({vocab})"])
+    return cfg if cfg.vocab_size else cfg.model_copy(update={"vocab_size": vocab})
+
+
+def check_data_fits(config: ForgeConfig, dataset) -> None:
+    """Fail at plan time when the data cannot feed the workers, naming the fields."""
+    t = config.train
+    total = sum(dataset.num_sequences(s, "train") for s in dataset.sources)
+    need = t.max_workers * t.micro_batch_size
+    if total < need:
+        raise ConfigError("train", [
+            f"train.max_workers x train.micro_batch_size = {t.max_workers} x {t.micro_batch_size} = {need} "
+            f"sequences per micro step, but dataset {dataset.dataset}/{dataset.version} has only {total} "
+            f"training sequences: lower train.max_workers or train.micro_batch_size"])
+    if config.prepare.seq_len != dataset.seq_len:
+        log.warning("prepare.seq_len %d differs from the dataset's %d; the dataset's is used",
+                    config.prepare.seq_len, dataset.seq_len)
+    if dataset.seq_len > config.model.max_seq_len and not config.model.init_from:
+        raise ConfigError("model.max_seq_len", [
+            f"model.max_seq_len ({config.model.max_seq_len}) is shorter than the dataset's sequences "
+            f"({dataset.seq_len} tokens)"])
+
+
+def default_run_name(config: ForgeConfig) -> str:
+    return f"{config.model.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
+def plan_run(config: ForgeConfig, dataset, storage: Storage, run: str) -> WorkerJob:
+    from forge_ray.data.mixture import MixtureError, build_plan
+    from forge_ray.models.dry_run import model_size
+
+    model = resolve_model(config, dataset)
+    check_data_fits(config, dataset)
+    try:
+        plan = build_plan(dataset, config.mixture, global_batch_size=config.train.global_batch_size,
+                          total_steps=config.train.steps)
+    except MixtureError as e:
+        raise ConfigError("mixture", [f"mixture: {e}"]) from None
+    run_dir = storage.path("runs", run)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    storage.write_json(f"runs/{run}/run.json", {
+        "run": run, "dataset": dataset.dataset, "dataset_version": dataset.version,
+        "model": json.loads(model.model_dump_json()), "config": json.loads(config.model_dump_json()),
+        "config_hash": config_hash(config), "mixture_plan": plan.to_json(),
+    })
+    size = model_size(model, plan.seq_len)
+    return WorkerJob(model=model, train=config.train, plan=plan, run_dir=run_dir, init_from=model.init_from,
+                     flops_per_token=size.flops_per_token, config_hash=config_hash(config))
+
+
+def run_training(config: ForgeConfig, dataset, storage: Storage | None = None) -> TrainResult:
+    """Plan, then fit on the connected Ray cluster (call `forge_ray.cluster.connect` first)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage = storage or Storage(config.project.storage_root)
+    if storage.fs.protocol not in ("file", "local") and "file" not in storage.fs.protocol:
+        raise TrainError(f"training runs need a local or shared-filesystem storage root, got {storage.uri}")
+    t = config.train
+    run = t.run_name or default_run_name(config)
+    job = plan_run(config, dataset, storage, run)
+    print(job.plan.summary(), flush=True)
+    resources = {"CPU": t.cpus_per_worker, **t.worker_resources}
+    if t.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job},
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=(t.min_workers, t.max_workers) if t.elastic else t.max_workers,
+            use_gpu=t.use_gpu, resources_per_worker=resources,
+            elastic_resize_monitor_interval_s=t.elastic_monitor_s,
+        ),
+        run_config=RunConfig(
+            name=run, storage_path=storage.path("runs"),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+        ),
+    )
+    start = time.perf_counter()
+    result = trainer.fit()
+    wall = time.perf_counter() - start
+    if result.error is not None or result.checkpoint is None:
+        raise TrainError(f"run {run} failed: {result.error or 'no checkpoint was reported'}")
+    return TrainResult(run=run, run_dir=job.run_dir, checkpoint_dir=result.checkpoint.path, model=job.model,
+                       plan=job.plan, metrics=read_metrics(job.run_dir), wall_s=wall)
