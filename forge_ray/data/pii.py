@@ -15,6 +15,7 @@ snapshot), so nothing calls out.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -70,14 +71,7 @@ class PiiScanner:
 
     @cached_property
     def _recognizers(self) -> list:
-        from presidio_analyzer.predefined_recognizers import (
-            CreditCardRecognizer,
-            EmailRecognizer,
-            IbanRecognizer,
-            IpRecognizer,
-            PhoneRecognizer,
-        )
-
+        CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, PhoneRecognizer = _presidio()
         tld = offline_tld_extractor()
 
         class OfflineEmailRecognizer(EmailRecognizer):
@@ -144,6 +138,32 @@ class PiiScanner:
             last = s.end
         out.append(text[last:])
         return "".join(out), counts
+
+
+def _presidio() -> tuple:
+    """presidio's pattern recognisers, imported without its NLP engines' optional heavy imports.
+
+    `import presidio_analyzer` imports its Hugging Face NLP engine, which imports transformers
+    and torch when they are installed (~10-20 s per Ray worker, for nothing the pattern
+    recognisers use). With them marked missing during the import, presidio takes its own
+    "not installed" path; a process that already has them loaded keeps them.
+    """
+    blocked = [m for m in ("transformers", "torch") if m not in sys.modules]
+    for m in blocked:
+        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
+    try:
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            PhoneRecognizer,
+        )
+    finally:
+        for m in blocked:
+            if sys.modules.get(m) is None:
+                del sys.modules[m]
+    return CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, PhoneRecognizer
 
 
 def _merge(spans: list[Span]) -> list[Span]:

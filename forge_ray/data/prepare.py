@@ -14,6 +14,7 @@ a temporary folder that becomes the version atomically, then LATEST is moved to 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -85,7 +86,7 @@ def prepare_dataset(config: ForgeConfig, storage: Storage | None = None, address
 
     connect_for(config, address)
     start = time.time()
-    with storage.atomic_dir(rel) as tmp:
+    with storage.atomic_dir(rel) as tmp, _data_context():
         manifest = _run(config, units, inputs, storage.fs, tmp)
         manifest.update(version=version, seconds=round(time.time() - start, 2))
         with storage.fs.open(posixpath.join(tmp, MANIFEST), "wb") as f:
@@ -96,13 +97,35 @@ def prepare_dataset(config: ForgeConfig, storage: Storage | None = None, address
     return ds
 
 
+@contextlib.contextmanager
+def _data_context():
+    """Ray Data settings of the prepare stage, restored afterwards (the driver may run other stages).
+
+    preserve_order: the stream reaches the packer in input order, so shards are deterministic.
+    Sort-based shuffle for the dedup groupby: plain tasks; the hash shuffle's aggregator actors
+    cost more to start than the shuffle itself at these sizes.
+    """
+    import ray.data
+    from ray.data.context import ShuffleStrategy
+
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy)
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        yield ctx
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy = saved
+
+
 def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
     import ray
     import ray.data
+    from ray.data.expressions import col
 
     cfg = config.prepare
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # deterministic order
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    clock = _Clock()
     names = config.data.names
     validators = {s.name: Validator(s, cfg.max_record_bytes, cfg.quarantine_raw_bytes) for s in config.data.sources}
     policies = {s.name: cfg.pii.policy(s.sensitivity) for s in config.data.sources}
@@ -119,20 +142,21 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
                      fn_kwargs={"dedup_cfg": cfg.dedup, "seed": cfg.seed})
         .materialize()
     )
+    clock.lap("scan (read, validate, PII, quality, signatures)")
     parts = max(1, min(64, int(ray.cluster_resources().get("CPU", 1)) // 2))  # shuffle partitions
     dups = _duplicates(scanned, parts) if (cfg.dedup.exact or cfg.dedup.near) else {}
-    deduped = scanned.map_batches(stages.finalize_stage, batch_format="pyarrow",
-                                  fn_kwargs={"dups": dups, "eval_fraction": cfg.eval_fraction, "forced_eval": {}})
-    forced = _forced_eval(deduped) if cfg.eval_fraction > 0 else {}
+    clock.lap(f"dedup ({len(dups)} duplicates)")
+    counts, forced = _outcomes(scanned, dups, names)
+    _write_side_outputs(scanned, fs, out, names)
+    clock.lap("counts, quarantine, restricted")
     final = scanned.map_batches(stages.finalize_stage, batch_format="pyarrow",
-                                fn_kwargs={"dups": dups, "eval_fraction": cfg.eval_fraction, "forced_eval": forced})
-    final = final.materialize()
-    outcomes = final.select_columns(["source", "outcome", "reason"]).groupby(["source", "outcome", "reason"], num_partitions=1).count()
-    _write_side_outputs(final, fs, out, names)
+                                fn_kwargs={"dups": dups, "eval_fraction": cfg.eval_fraction,
+                                           "forced_eval": forced if cfg.eval_fraction > 0 else {}})
 
-    kept = final.filter(lambda r: r["outcome"] in stages.LIVE)
+    kept = final.filter(expr=col("outcome").is_in(list(stages.LIVE)))
     tok_dir = posixpath.join(out, TOKENIZER_DIR)
     tokenizer, tok_json = _tokenizer(config, kept, fs, tok_dir)
+    clock.lap(f"tokenizer ({cfg.tokenizer.mode}, {tokenizer['vocab_size']} tokens)")
 
     packers = {(s, sp): Packer(fs, out, s, sp, seq_len=cfg.seq_len, eos_id=tokenizer["eos_token_id"],
                                pad_id=tokenizer["pad_token_id"], shard_sequences=cfg.shard_sequences)
@@ -146,8 +170,8 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
             for entity, n in json.loads(row["pii"] or "{}").items():
                 pii[row["source"]][entity] = pii[row["source"]].get(entity, 0) + n
     splits = {key: p.finish() for key, p in packers.items()}
+    clock.lap("tokenize and pack")
 
-    counts = build_counts(outcomes.take_all(), names)
     from forge_ray.data.dedup import lsh_params
 
     return {
@@ -191,15 +215,31 @@ def _duplicates(scanned, parts: int) -> dict[int, str]:
     return dups
 
 
-def _forced_eval(deduped) -> dict[str, float]:
-    """Per source, the smallest split hash among kept documents: that one is always held out."""
-    kept = deduped.filter(lambda r: r["outcome"] in stages.LIVE).select_columns(["source", "split_hash"])
-    return {r["source"]: r["min(split_hash)"] for r in kept.groupby("source", num_partitions=1).min("split_hash").take_all()}
+def _outcomes(scanned, dups: dict[int, str], names: list[str]) -> tuple[dict, dict[str, float]]:
+    """(counts per source, smallest split hash per source) in one pass over four small columns.
+
+    The document with the smallest split hash of each source is always held out, so every
+    source has an evaluation split however small it is.
+    """
+    tally: dict[tuple[str, str, str], int] = {}
+    forced: dict[str, float] = {}
+    cols = ["source", "key", "outcome", "reason", "split_hash"]
+    for b in scanned.select_columns(cols).iter_batches(batch_format="pyarrow", batch_size=65536):
+        for src, key, outcome, reason, h in zip(*(b[c].to_pylist() for c in cols), strict=True):
+            if outcome in stages.LIVE and key in dups:
+                outcome, reason = "dropped", dups[key]
+            tally[(src, outcome, reason)] = tally.get((src, outcome, reason), 0) + 1
+            if outcome in stages.LIVE and h < forced.get(src, 2.0):
+                forced[src] = h
+    rows = [{"source": s, "outcome": o, "reason": r, "count()": n} for (s, o, r), n in tally.items()]
+    return build_counts(rows, names), forced
 
 
-def _write_side_outputs(final, fs, out: str, names: list[str]) -> None:
+def _write_side_outputs(scanned, fs, out: str, names: list[str]) -> None:
     """quarantine/<source>.jsonl and restricted/<source>.jsonl, in input order (every source has both)."""
-    side = final.filter(lambda r: r["outcome"] == "quarantined" or r["reason"] == stages.ROUTED)
+    from ray.data.expressions import col
+
+    side = scanned.filter(expr=(col("outcome") == "quarantined") | (col("reason") == stages.ROUTED))
     lines = {(kind, s): [] for kind in ("quarantine", "restricted") for s in names}
     for r in side.select_columns(["source", "id", "position", "meta", "outcome", "reason", "raw", "pii"]).iter_rows():
         meta = json.loads(r["meta"])
@@ -219,9 +259,10 @@ def _write_side_outputs(final, fs, out: str, names: list[str]) -> None:
 def _tokenizer(config: ForgeConfig, kept, fs, tok_dir: str) -> tuple[dict, str]:
     """Train (a Ray task over the training split) or reuse the tokenizer; save it under `tok_dir`."""
     import ray
+    from ray.data.expressions import col
 
     cfg = config.prepare
-    train_text = kept.filter(lambda r: r["split"] == "train").select_columns(["text"])
+    train_text = kept.filter(expr=col("split") == "train").select_columns(["text"])
     files = ray.get(_build_tokenizer.remote(train_text, cfg.tokenizer, cfg.pii))
     fs.makedirs(tok_dir, exist_ok=True)
     for name, data in sorted(files.items()):
@@ -258,6 +299,18 @@ def _build_tokenizer_fn(train_text, tok_cfg, pii_cfg) -> dict[str, bytes]:
                      for t in b["text"].to_pylist())
             train_tokenizer(texts, tok_cfg, pii_cfg, d, max_bytes=int(tok_cfg.max_train_mb * 1e6))
         return {n: Path(d, n).read_bytes() for n in os.listdir(d)}
+
+
+class _Clock:
+    """Logs one line per phase with its wall time."""
+
+    def __init__(self):
+        self.t = time.time()
+
+    def lap(self, what: str) -> None:
+        now = time.time()
+        log.info("prepare: %-50s %6.1fs", what, now - self.t)
+        self.t = now
 
 
 class _Lazy:
