@@ -10,7 +10,7 @@ STAMP   := .venv/.setup-stamp
 CONFIG  ?= jobs/configs/demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit lint bench clean
+.PHONY: setup browser demo test test-unit lint bench clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	.venv/bin/forge demo -c $(CONFIG)
 
-test: setup
+# Headless Chromium for the run report's test (tests/integration/test_report.py): Debian's
+# package, installed once (no browser download from a CDN).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+test: setup browser
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-unit: setup
