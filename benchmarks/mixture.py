@@ -36,7 +36,7 @@ from forge_ray.config.train import TrainConfig
 from forge_ray.data.mixture import TrainStream, build_plan
 from forge_ray.data.mixture.reader import read_samples
 from forge_ray.data.mixture.stream import KEYS, rank_slots
-from forge_ray.data.mixture.synthetic import write_synthetic_dataset
+from forge_ray.data.mixture.synthetic import PAD, write_synthetic_dataset
 from forge_ray.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def train(model, opt, batches, warmup: int) -> dict:
         for batch in micro_batches:
             out = model(batch["input_ids"], batch["position_ids"])
             logits = out.logits[:, :-1].flatten(0, 1)
-            loss = torch.nn.functional.cross_entropy(logits, batch["labels"][:, 1:].flatten(), ignore_index=-100)
+            loss = torch.nn.functional.cross_entropy(logits, batch["labels"][:, 1:].flatten(), ignore_index=PAD)
             (loss + 0.01 * out.aux_loss).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

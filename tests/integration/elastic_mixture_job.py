@@ -63,7 +63,7 @@ def train_loop(config: dict) -> None:
         opt.zero_grad()
         for batch in micro_batches:
             # the synthetic sequences carry their identity: token 0 = row, token 1 = source
-            assert bool((batch["input_ids"][:, 0] == batch["row"] % 512).all())
+            assert bool((batch["input_ids"][:, 0] == batch["row"] % 511).all())
             assert bool((batch["input_ids"][:, 1] == batch["source"]).all())
             loss = model(batch["input_ids"] % 512).float().pow(2).mean()
             loss.backward()

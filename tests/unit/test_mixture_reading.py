@@ -8,7 +8,7 @@ import pytest
 from forge_ray.config.mixture import MixtureConfig
 from forge_ray.data.dataset import shard_table, write_shard
 from forge_ray.data.mixture import ConsumptionRecord, MixtureError, TrainStream, build_plan, check_consumption
-from forge_ray.data.mixture.reader import IGNORE_INDEX, read_samples
+from forge_ray.data.mixture.reader import read_samples
 from forge_ray.data.mixture.stream import rank_slots
 from forge_ray.data.mixture.synthetic import PAD, write_synthetic_dataset
 from forge_ray.storage import Storage
@@ -33,16 +33,15 @@ def test_read_samples_returns_the_planned_sequences_across_shards(dataset):
         assert out["position_ids"].tolist() == expected
 
 
-def test_labels_mask_only_the_padding_of_a_sources_last_row(dataset):
+def test_labels_are_the_tokens_and_padding_is_the_plans_pad_id(dataset):
     plan = build_plan(dataset, CFG, global_batch_size=10, total_steps=20)
+    assert plan.pad_token_id == PAD
     sources = np.array([0, 0, 2], dtype=np.int64)
     rows = np.array([49, 3, 8], dtype=np.int64)  # docs' last row, a middle row, tickets' last row
     out = read_samples(plan, sources, rows)
-    for i in (0, 2):
-        pad = out["input_ids"][i] == PAD
-        assert pad[8:].all() and (out["labels"][i][pad] == IGNORE_INDEX).all()
-        assert np.array_equal(out["labels"][i][~pad], out["input_ids"][i][~pad])
-    assert np.array_equal(out["labels"][1], out["input_ids"][1])
+    assert np.array_equal(out["labels"], out["input_ids"])
+    assert (out["input_ids"][[0, 2], 8:] == PAD).all()  # the last rows end in padding
+    assert not (out["input_ids"][1] == PAD).any()
 
 
 def test_a_shard_that_does_not_match_its_manifest_fails_loudly(dataset):

@@ -17,7 +17,6 @@ import numpy as np
 from forge_ray.data.mixture.plan import MixturePlan, PlanSource
 from forge_ray.data.mixture.shares import MixtureError
 
-IGNORE_INDEX = -100  # label of a padding position: no loss (the torch / transformers convention)
 _CACHE_BYTES = 512 << 20  # decoded shards kept per process
 
 _cache: OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
@@ -53,8 +52,9 @@ def _decoded_shard(source: PlanSource, index: int, seq_len: int) -> tuple[np.nda
 def read_samples(plan: MixturePlan, sources: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
     """Token arrays of the samples (sources[i], rows[i]), in the given order.
 
-    Returns int64 arrays: input_ids / position_ids / labels [n, seq_len]; labels equal
-    input_ids except padding positions (only ever in a source's last row), which are -100.
+    Returns int64 arrays: input_ids / position_ids / labels [n, seq_len]. Labels equal
+    input_ids (the contract): padding, only ever in a source's last row, is the tokenizer's
+    pad id (`plan.pad_token_id`), which the loss masks.
     """
     n, seq_len = len(rows), plan.seq_len
     ids = np.empty((n, seq_len), dtype=np.int64)
@@ -74,9 +74,4 @@ def read_samples(plan: MixturePlan, sources: np.ndarray, rows: np.ndarray) -> di
                 )
             ids[take] = s_ids[offset]
             pos[take] = s_pos[offset]
-    labels = ids.copy()
-    last = np.flatnonzero(rows == np.array([plan.source_plans[int(s)].share.sequences - 1 for s in sources]))
-    if len(last):
-        pad = labels[last] == plan.pad_token_id
-        labels[last] = np.where(pad, IGNORE_INDEX, labels[last])
-    return {"input_ids": ids, "position_ids": pos, "labels": labels}
+    return {"input_ids": ids, "position_ids": pos, "labels": ids.copy()}

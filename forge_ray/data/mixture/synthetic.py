@@ -2,7 +2,7 @@
 
     ds = write_synthetic_dataset(Storage(root), "mix", {"docs": 120, "code": 40}, seq_len=32)
 
-Every sequence says what it is: token 0 is its row, token 1 its source's index, so a reader
+Every sequence says what it is: token 0 is its row (mod PAD), token 1 its source's index, so a reader
 can check that it got the sequence it asked for. Documents of 5..seq_len tokens follow, each
 closed by EOS, with position ids restarting at every document start. The last row of each
 source ends in padding, as a prepared dataset's may.
@@ -25,11 +25,12 @@ from forge_ray.data.dataset import (
 )
 from forge_ray.storage import Storage
 
-EOS, PAD, VOCAB = 1, 0, 512
+VOCAB = 512
+EOS, PAD = 1, VOCAB - 1  # real tokens are < PAD, so padding is unambiguous
 
 
 def _sequences(n: int, seq_len: int, src: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    ids = rng.integers(2, VOCAB, size=(n, seq_len), dtype=np.int32)
+    ids = rng.integers(2, PAD, size=(n, seq_len), dtype=np.int32)
     pos = np.zeros((n, seq_len), dtype=np.int32)
     for r in range(n):
         t = 0
@@ -39,7 +40,7 @@ def _sequences(n: int, seq_len: int, src: int, rng: np.random.Generator) -> tupl
             if t + length - 1 < seq_len:
                 ids[r, t + length - 1] = EOS
             t += length
-    ids[:, 0], ids[:, 1] = np.arange(n) % VOCAB, src
+    ids[:, 0], ids[:, 1] = np.arange(n) % PAD, src
     if n:
         ids[-1, seq_len // 2 :] = PAD  # the source's last sequence is padded
         pos[-1, seq_len // 2 :] = 0
