@@ -126,7 +126,7 @@ class LocalHead:
             time.sleep(0.5)
         return self
 
-    def stop(self, grace_s: float = 10) -> None:
+    def stop(self, grace_s: float = 5) -> None:
         """End every process of this head's session; remove its temp dir."""
         if self._proc is not None:
             sid = self._proc.pid  # the session leader's pid is the session id
