@@ -39,3 +39,30 @@ def test_stream_delivers_the_same_global_order_to_1_and_2_workers(ray_cluster, t
     # resuming at the cursor (step 4) with another world size continues the same order
     resumed, _ = read_all(plan, world=2, micro=4, start=4)
     assert resumed == {k: one[k] for k in (4, 5)}
+
+
+def test_stream_over_the_prepared_demo_dataset(ray_cluster, prepared_dataset):
+    """The prepare room's real output, the demo forge file's mixture: tokens are the shards' rows."""
+    from forge_ray.config import load_config
+    from tests.conftest import DEMO_CONFIG
+
+    _, dataset = prepared_dataset
+    mixture = load_config(DEMO_CONFIG).mixture
+    plan = build_plan(dataset, mixture, global_batch_size=8, total_steps=5)
+    assert plan.sources == dataset.sources and plan.seq_len == dataset.seq_len
+    report = plan.to_json()
+    assert sum(s["samples"] for s in report["sources"]) == 40
+    assert [s["target_share"] for s in report["sources"]] == [0.4, 0.3, 0.3]
+    tables = {name: dataset.read_split(name, "train") for name in plan.sources}
+    seen = []
+    for rank in range(2):
+        for step, micro_batches in TrainStream(plan, rank, 2, 2):
+            for batch in micro_batches:
+                for i in range(len(batch["sample"])):
+                    name = plan.sources[int(batch["source"][i])]
+                    row = int(batch["row"][i])
+                    assert plan.sample_key(int(batch["sample"][i])) == (name, row)
+                    assert batch["input_ids"][i].tolist() == tables[name]["input_ids"][row].as_py()
+                    assert batch["position_ids"][i].tolist() == tables[name]["position_ids"][row].as_py()
+                    seen.append(int(batch["sample"][i]))
+    assert sorted(seen) == list(range(40))
