@@ -182,6 +182,7 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
         "config_hash": config_hash(config, "data", "prepare"),
         "config": json.loads(config.model_dump_json(include={"data", "prepare"})),
         "tokenizer": tokenizer,
+        "read_units": len(units),
         "lsh": dict(zip(("bands", "rows"), lsh_params(cfg.dedup.threshold, cfg.dedup.num_perm), strict=True)),
         "sources": {
             s: {
