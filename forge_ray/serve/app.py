@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -33,7 +34,11 @@ def build_app(cfg: ServeConfig, storage_root: str, model: str):
     """The Serve application graph: Ingress -> LLMServer replicas, both -> SwapWatcher."""
     from forge_ray.serve.deployments import Ingress, LLMServer, SwapWatcher
 
-    cfg_json = cfg.model_dump_json()
+    # Key files are read on the ingress' node, maybe from another working directory: absolute paths.
+    auth = cfg.auth.model_copy(update={
+        k: os.path.abspath(getattr(cfg.auth, k)) for k in ("api_keys_file", "admin_keys_file")
+        if getattr(cfg.auth, k)})
+    cfg_json = cfg.model_copy(update={"auth": auth}).model_dump_json()
     uri = Storage(storage_root).url()
     watcher = SwapWatcher.bind(uri, model, cfg_json)
     r = cfg.replicas

@@ -13,6 +13,7 @@ from ray import serve
 from forge_ray.config.serve import ServeConfig
 from forge_ray.errors import ForgeError
 from forge_ray.registry import Registry
+from forge_ray.serve import metrics
 from forge_ray.serve.auth import KeyChecker
 from forge_ray.serve.coordinator import SwapCoordinator
 from forge_ray.serve.frontend import Frontend
@@ -81,6 +82,7 @@ class LLMServer:
                     await self.watcher.report.remote(self.replica_id, result)
                 else:
                     await self.watcher.heartbeat.remote(self.replica_id, self.replica.version, False)
+                    metrics.version_served(self.replica_id, None, self.replica.version)  # keep the gauge fresh
             except Exception:  # noqa: BLE001 - keep following; serving goes on meanwhile
                 log.exception("replica %s: follow loop", self.replica_id)
             await asyncio.sleep(REPLICA_POLL_S)
