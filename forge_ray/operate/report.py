@@ -139,7 +139,8 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 def _lineage_section(lineage: dict | None) -> str:
     if not lineage:
         return _missing("no lineage given (the served version's manifest has it under 'lineage')")
-    rows = [(k, lineage[k]) for k in ("dataset", "dataset_version", "run", "model", "version") if k in lineage]
+    keys = ("model", "version", "dataset", "dataset_version", "run", "checkpoint_step", "tokens_seen", "mixture_plan_id")
+    rows = [(k, lineage[k]) for k in keys if lineage.get(k) is not None and not isinstance(lineage[k], dict | list)]
     out = [_table(rows)]
     hashes = lineage.get("input_hashes") or {}
     if hashes:

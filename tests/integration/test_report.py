@@ -148,3 +148,48 @@ def test_flat_metric_keys_and_share_dicts_are_read_too():
 @pytest.mark.parametrize("bad", [[{"step": 0}], [{"loss": 1.0}]])
 def test_metrics_without_step_or_loss_are_left_out(bad):
     assert 'id="plot-loss"' not in render_report(metrics=bad)
+
+
+def test_version_report_is_gathered_from_the_registry_run_and_eval_artefacts(tmp_path):
+    """A version published, trained-on and evaluated through the rooms' own writers."""
+    import torch
+
+    from forge_ray.data.mixture.consumption import ConsumptionRecord
+    from forge_ray.operate.run_report import write_version_report
+    from forge_ray.registry import Registry, publish_version
+    from forge_ray.registry.tiny import build_tiny
+    from forge_ray.storage import Storage
+    from forge_ray.train.metrics import MetricsWriter
+
+    storage = Storage(str(tmp_path / "root"))
+    inputs = run_inputs()
+    hf_dir = build_tiny(str(tmp_path / "hf"), "dense")
+    for version, run in (("v1", "run-a"), ("v2", "run-b")):
+        lineage = {**inputs["lineage"], "run": run, "mixture_plan": inputs["mixture"], "model": {"family": "dense"}}
+        publish_version(storage, "demo-moe", version, hf_dir, {"code_version": "test", "canaries": [],
+                                                               "lineage": lineage, "metrics": {}})
+    run_dir = storage.path("runs", "run-b")
+    writer = MetricsWriter(run_dir, tensorboard=False)
+    for rec in inputs["metrics"]:
+        writer.write(rec)
+    # Each step trains 4 samples: sources 0, 0, 1, 2 (docs, docs, code, tickets); step 1 is re-run
+    # by a second attempt, which must be counted once.
+    for attempt, steps in ((0, range(3)), (1, range(1, 3))):
+        record = ConsumptionRecord(run_dir, rank=0, world_size=1, start_step=attempt)
+        for step in steps:
+            record.add(step, [{"sample": torch.arange(step * 4, step * 4 + 4), "source": torch.tensor([0, 0, 1, 2]),
+                               "row": torch.arange(4)}])
+    registry = Registry(storage, "demo-moe")
+    registry.attach_report("v1", "eval", {"version": "v1", "kpi": {"suites": [{"name": "support-answers", "score": 0.55}]}})
+    registry.attach_report("v2", "eval", inputs["eval_report"])
+    registry.promote("v2")
+
+    url = write_version_report(storage, "demo-moe", "v2")
+    text = (tmp_path / "root" / "reports" / "demo-moe" / "v2.html").read_text()
+    assert url.endswith("reports/demo-moe/v2.html")
+    assert "promoted (serving)" in text and "run-b" in text and "3f2a9c1d" in text and "b" * 64 in text
+    mixture = svg_of(text, "plot-mixture")
+    assert "realised" in mixture and "50.0%" in mixture and "25.0%" in mixture  # 6 docs of 12 samples, 3 code
+    assert "previous (v1)" in svg_of(text, "plot-eval")
+    assert all(d in svg_of(text, "plot-loss") for d in DOMAINS)
+    assert 'id="plot-experts"' in text

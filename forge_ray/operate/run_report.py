@@ -1,0 +1,98 @@
+"""The run report of one registry version, gathered from the artefacts the rooms already write.
+
+    from forge_ray.operate.run_report import write_version_report
+    url = write_version_report(Storage(root), "demo-moe", "v3")   # <root>/reports/demo-moe/v3.html
+
+Where each part comes from (docs/contracts.md):
+- lineage, mixture plan:  registry/<model>/<version>/manifest.json  ("lineage")
+- loss per domain, experts: runs/<run>/metrics.jsonl               (train room's read_metrics)
+- realised mixture:        runs/<run>/consumption/*.jsonl           (what each step trained on)
+- evaluation:              registry/<model>/_reports/<version>/eval.json, and the eval report of
+                           the version it was compared with (its "baseline")
+A part that is missing (a run dir on other storage, no eval yet) leaves its section saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from forge_ray.operate.report import render_report
+from forge_ray.storage import Storage
+
+log = logging.getLogger(__name__)
+EVAL_REPORT = "eval"  # forge_ray.eval.run.REPORT_NAME
+
+
+def realised_counts(run_dir: str, source_names: list[str]) -> dict[str, int]:
+    """Samples trained per source, counting each step once (the attempt that trained it last)."""
+    from forge_ray.data.mixture.consumption import effective_steps, read_records
+
+    counts: Counter = Counter()
+    for recs in effective_steps(read_records(run_dir)).values():
+        for rec in recs:
+            counts.update(source_names[i] for i in rec["source"])
+    return dict(counts)
+
+
+def _eval_report(registry, version: str) -> dict | None:
+    try:
+        return registry.report(version, EVAL_REPORT) if EVAL_REPORT in registry.get(version).reports else None
+    except Exception as e:  # noqa: BLE001 - a report with one part missing is still a report
+        log.warning("no eval report for %s/%s: %s", registry.model, version, e)
+        return None
+
+
+def version_report_inputs(storage: Storage, model: str, version: str) -> dict[str, Any]:
+    """The keyword arguments of `render_report` for one version of `model`."""
+    from forge_ray.registry import Registry
+    from forge_ray.train.metrics import read_metrics
+
+    registry = Registry(storage, model)
+    info = registry.get(version)
+    lineage = dict(info.manifest.get("lineage") or {})
+    plan = lineage.get("mixture_plan") or {}
+    run = lineage.get("run")
+    metrics: list[dict] = []
+    realised: dict[str, int] = {}
+    if run and storage.exists("runs", run):
+        run_dir = storage.path("runs", run)
+        metrics = read_metrics(run_dir)
+        names = [s["name"] for s in plan.get("sources", [])]
+        if names and storage.exists("runs", run, "consumption"):
+            realised = realised_counts(storage.url("runs", run), names)
+    eval_report = _eval_report(registry, version)
+    baseline = ((eval_report or {}).get("baseline") or {}).get("version")
+    previous = _eval_report(registry, baseline) if baseline else None
+    pointer = registry.pointer()
+    summary = {
+        "model": model,
+        "version": version,
+        "state": info.state + (" (serving)" if pointer.version == version else ""),
+        "architecture": info.architecture,
+        "created": info.created,
+        "run": run or "?",
+    }
+    lineage.pop("mixture_plan", None)  # plotted above; the lineage table keeps its id below
+    lineage.pop("model", None)  # the model's config: also in the forge file under "config"
+    if plan.get("plan_id"):
+        lineage.setdefault("mixture_plan_id", plan["plan_id"])
+    return {
+        "metrics": metrics,
+        "mixture": plan,
+        "realised": realised,
+        "eval_report": eval_report,
+        "previous_eval": previous,
+        "lineage": {"model": model, "version": version, **lineage},
+        "title": f"{model} {version}",
+        "summary": summary,
+    }
+
+
+def write_version_report(storage: Storage | str, model: str, version: str, rel: str | None = None) -> str:
+    """Render the report of `model`/`version` to `<root>/reports/<model>/<version>.html`; return its URI."""
+    storage = storage if isinstance(storage, Storage) else Storage(storage)
+    rel = rel or f"reports/{model}/{version}.html"
+    storage.write_bytes(rel, render_report(**version_report_inputs(storage, model, version)).encode("utf-8"))
+    return storage.url(rel)
