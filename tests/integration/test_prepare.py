@@ -150,3 +150,19 @@ def test_shards_are_byte_identical_across_runs_and_read_parallelism(prepared_dat
             assert [s["sha256"] for s in second.shards(source, split)] == [s["sha256"] for s in first.shards(source, split)]
             assert len(first.shards(source, split)) >= 1
     assert second.manifest["sources"]["docs"]["counts"] == first.manifest["sources"]["docs"]["counts"]
+
+
+def test_forge_prepare_and_dataset_show_on_the_demo_file(demo_config_at, ray_cluster, capsys):
+    from forge_ray.cli.main import main
+
+    assert main(["prepare", "-c", str(demo_config_at), "--set", "prepare.tokenizer.vocab_size=512"]) == 0
+    out = capsys.readouterr().out
+    assert "prepared dataset:" in out and "tickets" in out
+    dataset_dir = demo_config_at.parent / "root" / "datasets" / "demo"
+    assert main(["dataset", "show", str(dataset_dir), "--samples", "1"]) == 0
+    shown = capsys.readouterr().out
+    for source in ("docs", "code", "tickets"):
+        assert f"--- {source}: 1 of" in shown
+    assert "<EMAIL>" in shown or "<PHONE>" in shown or "pii redacted" in shown
+    assert main(["dataset", "show", str(demo_config_at.parent)]) == 1  # not a dataset folder: one-line error
+    assert "neither a dataset folder" in capsys.readouterr().err
