@@ -22,13 +22,13 @@ class PerplexityConfig(Section):
     )
     batch_size: int = Field(8, ge=1, description="Sequences per forward pass.")
     sequences_per_task: int = Field(
-        32, ge=1, description="Sequences in one unit of work handed to a worker (load balancing)."
+        32, ge=1, description="Sequences in one Ray task (the unit of work and of load balancing)."
     )
     workers: int = Field(
-        2, ge=1, description="Ray actors scoring in parallel; each loads the model once."
+        2, ge=1, description="Ray tasks in flight at once; each worker process loads the version once."
     )
-    cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs each worker actor reserves.")
-    threads_per_worker: int = Field(1, ge=1, description="torch intra-op threads inside one worker.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs each task reserves.")
+    threads_per_worker: int = Field(1, ge=1, description="torch intra-op threads inside one task.")
 
 
 class EngineConfig(Section):

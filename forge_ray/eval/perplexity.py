@@ -1,7 +1,8 @@
 """Held-out perplexity per domain, on the eval split the prepare stage set aside.
 
-The eval shards of each source are cut into units of `sequences_per_task` rows and scored by a
-pool of Ray actors (`workers`), each of which loads the version once. Packed sequences hold
+The eval shards of each source are cut into units of `sequences_per_task` rows, each scored by a
+Ray task (`workers` in flight at once); a worker process keeps the version it loaded, so the
+next unit on it does not load it again. Packed sequences hold
 several documents: attention is block-diagonal per document (from `position_ids`, which restart
 at 0 at each document start), a document's first token is not scored (it would be predicted
 from the previous document) and padding is never scored, so the number is what the model gives
@@ -45,36 +46,39 @@ def nll_sums(model, input_ids_BT, position_ids_BT, pad_token_id: int) -> tuple[f
         return float(nll_BT[scored_BT].sum()), int(scored_BT.sum())
 
 
-class _PerplexityWorker:
-    """One Ray actor: the version loaded once, scoring units of eval rows."""
+_LOADED: dict[str, object] = {}  # per worker process: the last version loaded, by URL
 
-    def __init__(self, model_url: str, threads: int, batch_size: int):
-        import torch
 
-        torch.set_num_threads(threads)
-        self.batch_size = batch_size
-        self.error = None
-        try:
-            with local_model_dir(model_url) as path:
-                self.model = load_hf_model(path)
-        except EvalError as e:
-            self.error = str(e)
+def _model(model_url: str, threads: int):
+    """The version, loaded once per worker process (versions are immutable, so the URL is a key).
 
-    def ready(self) -> str | None:
-        return self.error
+    Ray reuses worker processes across tasks: the next unit (and the next evaluation) on the
+    same process skips importing torch and loading the weights again.
+    """
+    import torch
 
-    def score(self, dataset, source: str, shard_uri: str, start: int, stop: int) -> dict:
-        import torch
+    torch.set_num_threads(threads)
+    if model_url not in _LOADED:
+        _LOADED.clear()
+        with local_model_dir(model_url) as path:
+            _LOADED[model_url] = load_hf_model(path)
+    return _LOADED[model_url]
 
-        table = dataset.read_shard(shard_uri).slice(start, stop - start)
-        ids = torch.tensor(table.column("input_ids").to_pylist(), dtype=torch.long)
-        pos = torch.tensor(table.column("position_ids").to_pylist(), dtype=torch.long)
-        nll, tokens = 0.0, 0
-        for i in range(0, len(ids), self.batch_size):
-            n, t = nll_sums(self.model, ids[i : i + self.batch_size], pos[i : i + self.batch_size],
-                            dataset.pad_token_id)
-            nll, tokens = nll + n, tokens + t
-        return {"source": source, "nll": nll, "tokens": tokens, "sequences": len(ids)}
+
+def score_unit(model_url: str, dataset, source: str, shard_uri: str, start: int, stop: int,
+               batch_size: int, threads: int) -> dict:
+    """One unit of work (a Ray task): rows [start, stop) of one eval shard."""
+    import torch
+
+    model = _model(model_url, threads)
+    table = dataset.read_shard(shard_uri).slice(start, stop - start)
+    ids = torch.tensor(table.column("input_ids").to_pylist(), dtype=torch.long)
+    pos = torch.tensor(table.column("position_ids").to_pylist(), dtype=torch.long)
+    nll, tokens = 0.0, 0
+    for i in range(0, len(ids), batch_size):
+        n, t = nll_sums(model, ids[i : i + batch_size], pos[i : i + batch_size], dataset.pad_token_id)
+        nll, tokens = nll + n, tokens + t
+    return {"source": source, "nll": nll, "tokens": tokens, "sequences": len(ids)}
 
 
 def work_units(dataset, source: str, max_sequences: int, per_unit: int) -> list[tuple[str, int, int]]:
@@ -96,7 +100,6 @@ def perplexity_by_domain(model_url: str, dataset, config) -> dict[str, dict]:
     no eval sequences.
     """
     import ray
-    from ray.util import ActorPool
 
     units = []
     for source in dataset.sources:
@@ -105,19 +108,21 @@ def perplexity_by_domain(model_url: str, dataset, config) -> dict[str, dict]:
             raise EvalError(f"dataset {dataset.dataset}/{dataset.version} has no eval sequences for {source!r}")
         units += [(source, *u) for u in mine]
     started = time.monotonic()
-    worker = ray.remote(num_cpus=config.cpus_per_worker)(_PerplexityWorker)
-    actors = [worker.remote(model_url, config.threads_per_worker, config.batch_size)
-              for _ in range(min(config.workers, len(units)))]
+    task = ray.remote(num_cpus=config.cpus_per_worker)(score_unit)
+    dataset_ref = ray.put(dataset)
+    pending, parts = [], []
     try:
-        errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
-        if errors:
-            raise EvalError(errors[0])
-        dataset_ref = ray.put(dataset)
-        pool = ActorPool(actors)
-        parts = list(pool.map_unordered(lambda a, u: a.score.remote(dataset_ref, *u), units))
-    finally:
-        for a in actors:
-            ray.kill(a)
+        for unit in units:  # at most `workers` tasks in flight: a window, not a flood
+            if len(pending) >= config.workers:
+                done, pending = ray.wait(pending, num_returns=1)
+                parts += ray.get(done)
+            pending.append(task.remote(model_url, dataset_ref, *unit, config.batch_size, config.threads_per_worker))
+        parts += ray.get(pending)
+    except ray.exceptions.RayTaskError as e:
+        for ref in pending:
+            ray.cancel(ref)
+        cause = e.cause if isinstance(e.cause, EvalError) else f"{type(e.cause).__name__}: {e.cause}"
+        raise EvalError(str(cause)) from None
     out = {}
     for source in dataset.sources:
         mine = [p for p in parts if p["source"] == source]
@@ -126,7 +131,7 @@ def perplexity_by_domain(model_url: str, dataset, config) -> dict[str, dict]:
             raise EvalError(f"no scorable tokens in the eval split of {source!r}")
         out[source] = {"perplexity": math.exp(nll / tokens), "nll_per_token": nll / tokens,
                        "tokens": tokens, "sequences": sum(p["sequences"] for p in mine)}
-    log.info("perplexity of %d domains (%d units, %d workers) in %.1f s: %s", len(out), len(units),
-             len(actors), time.monotonic() - started,
+    log.info("perplexity of %d domains (%d units, %d in parallel) in %.1f s: %s", len(out), len(units),
+             config.workers, time.monotonic() - started,
              ", ".join(f"{s} {r['perplexity']:.2f}" for s, r in out.items()))
     return out

@@ -1,0 +1,84 @@
+"""The gate on real perplexity (Ray actors over the prepared eval shards): a trained candidate
+beats an untrained one and is promoted, one made worse on purpose is rejected with the rule it
+broke, and a version that cannot load is rejected with nothing else changed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from forge_ray.config import load_config
+from forge_ray.eval import evaluate_and_gate, format_report
+from forge_ray.registry import Registry
+from forge_ray.storage import Storage
+from tests.conftest import DEMO_CONFIG
+from tests.integration import eval_tiny
+
+MODEL = "eval-gate"
+
+
+def gate_config(root):
+    return load_config(DEMO_CONFIG, overrides=[
+        f"project.storage_root={root}", f"model.name={MODEL}", "eval.suites=[]",
+        "eval.memorisation.enabled=false", "eval.perplexity.max_sequences=24",
+        "eval.perplexity.sequences_per_task=8", "eval.perplexity.workers=2",
+        "eval.gate.max_perplexity_regression_pct=5",
+    ])
+
+
+def test_trained_is_promoted_worse_and_broken_are_rejected(prepared_dataset, tmp_path):
+    root, ds = prepared_dataset
+    config, storage = gate_config(root), Storage(str(root))
+    registry = Registry(storage, MODEL)
+
+    untrained, tok = eval_tiny.build(ds, seed=0)
+    eval_tiny.publish(storage, MODEL, "v1-untrained", untrained, tok, tmp_path)
+    first = evaluate_and_gate(config, "v1-untrained")
+    assert first["gate"]["decision"] == "promote", format_report(first)
+    assert registry.promoted() == "v1-untrained"
+    assert set(first["perplexity"]) == set(ds.sources)
+
+    trained, _ = eval_tiny.build(ds, seed=0)
+    eval_tiny.train_on_rows(trained, eval_tiny.train_rows(ds), steps=40)
+    folder = eval_tiny.publish(storage, MODEL, "v2-trained", trained, tok, tmp_path)
+    second = evaluate_and_gate(config, os.path.join(str(root), "registry", MODEL, "v2-trained"))
+    assert second["gate"]["decision"] == "promote", format_report(second)
+    assert second["baseline"]["version"] == "v1-untrained"
+    for source in ds.sources:  # better on every held-out domain, by a wide margin
+        assert second["perplexity"][source]["perplexity"] < 0.7 * first["perplexity"][source]["perplexity"]
+        assert second["perplexity"][source]["tokens"] == first["perplexity"][source]["tokens"] > 100
+    assert registry.promoted() == "v2-trained"
+
+    # Worse on purpose: the trained weights with noise on every matrix.
+    with torch.no_grad():
+        for p in trained.parameters():
+            if p.ndim == 2:
+                p.add_(torch.randn_like(p) * 0.05)
+    eval_tiny.publish(storage, MODEL, "v3-worse", trained, tok, tmp_path)
+    third = evaluate_and_gate(config, "v3-worse")
+    assert third["gate"]["decision"] == "reject"
+    assert [r["rule"] for r in third["gate"]["rules"] if not r["passed"]] == ["max_perplexity_regression_pct"]
+    assert "vs promoted v2-trained" in third["gate"]["reasons"][0]
+    assert registry.state("v3-worse") == "rejected" and registry.promoted() == "v2-trained"
+    assert "max_perplexity_regression_pct" in registry.get("v3-worse").history[-1]["reason"]
+    assert registry.report("v3-worse", "eval")["gate"]["decision"] == "reject"
+
+    # A version that cannot load: weights that are not safetensors (checksums match: it was
+    # published like that), so only loading it finds the problem.
+    with open(os.path.join(folder, "model.safetensors"), "wb") as f:
+        f.write(b"not a safetensors file")
+    from forge_ray.registry import publish_version
+
+    publish_version(storage, MODEL, "v4-broken", folder, {"code_version": "test", "canaries": []})
+    before = {v: registry.state(v) for v in registry.versions() if v != "v4-broken"}
+    pointer = registry.pointer()
+    fourth = evaluate_and_gate(config, "v4-broken")
+    assert fourth["gate"]["decision"] == "reject" and fourth["error"]
+    assert [r["rule"] for r in fourth["gate"]["rules"]] == ["evaluation"]
+    assert "does not load" in fourth["error"]
+    assert registry.state("v4-broken") == "rejected"
+    assert {v: registry.state(v) for v in before} == before
+    assert registry.pointer().generation == pointer.generation and registry.promoted() == "v2-trained"
+    json.dumps(fourth)  # the report is plain JSON
