@@ -159,7 +159,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root:
         for v, seed in [("v1", 1), ("v2", 2), ("v3", 3)]:
-            publish_tiny(root, "bench", v, "dense", seed, layers=4, hidden=256)
+            publish_tiny(root, "bench", v, "dense", seed, layers=4, hidden=512)
         Path(root, "keys").write_text(KEY + "\n")
         Registry(root, "bench").promote("v1")
         connect(num_cpus=8)
@@ -175,7 +175,7 @@ def main() -> None:
         hf = transformers_throughput(path, 16, tokens)
         ray.shutdown()
     result = {
-        "model": "random-init LlamaForCausalLM, 4 layers, hidden 256, vocab 512 (float32, CPU)",
+        "model": "random-init LlamaForCausalLM, 4 layers, hidden 512, vocab 512 (float32, CPU)",
         "replicas": 1, "clients_during_swap": 8, "concurrency_throughput": 16, "tokens_per_request": tokens,
         "quick": args.quick, "swap_in_place": swap, "plain_redeploy": redeploy,
         "tokens_per_s": {"endpoint": round(served, 1), "bare_vllm": round(bare, 1), "transformers": round(hf, 1)},

@@ -50,7 +50,7 @@ def build_tiny(out_dir: str, family: str = "dense", seed: int = 0, layers: int =
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
                                         bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     common = dict(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden,
-                  num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,  # head_dim 64: vLLM CPU attention needs >= 32
+                  num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=max(1, hidden // 128),  # head_dim 64 (vLLM CPU attention needs >= 32)
                   max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0,
                   initializer_range=0.2, tie_word_embeddings=False)
     torch.manual_seed(seed)

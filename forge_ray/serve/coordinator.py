@@ -15,6 +15,7 @@ import time
 from forge_ray.config.serve import SwapConfig
 from forge_ray.errors import ForgeError
 from forge_ray.registry import CorruptVersionError, Registry
+from forge_ray.serve import metrics
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class SwapCoordinator:
         if self.lease and self.lease[0] == replica_id:
             self.lease = None
         self.heartbeat(replica_id, result["serving"], False)
+        metrics.swap_done(result["path"], result["ok"], result["seconds"])
         self._event("swapped" if result["ok"] else "swap_failed", result["to"],
                     f"{replica_id} {result['path']} in {result['seconds']:.2f}s: {result['detail']}")
         if not result["ok"] and self.registry.state(result["to"]) != "rejected":

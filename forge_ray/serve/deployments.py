@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 REPLICA_POLL_S = 0.5  # replicas ask the watcher for its target this often (an in-cluster call)
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+# No access log for the watcher: replicas call it twice a second.
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000,
+                  logging_config={"enable_access_log": False})
 class SwapWatcher:
     async def __init__(self, storage_uri: str, model: str, cfg_json: str):
         cfg = ServeConfig.model_validate_json(cfg_json)

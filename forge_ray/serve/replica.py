@@ -108,7 +108,6 @@ class ModelReplica:
             self.swapping = False
             self.gate.set()
         seconds = time.monotonic() - t0
-        metrics.swap_done(path, ok, seconds)
         if ok:
             metrics.version_served(self.replica_id, old.version, version)
         log.info("replica %s: %s swap %s -> %s %s in %.2fs: %s", self.replica_id, path, old.version,

@@ -69,7 +69,7 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setattr(eng, "run_canaries", run_canaries)
     monkeypatch.setattr(eng, "stream", stream)
     monkeypatch.setattr(eng, "shutdown", lambda loaded: setattr(loaded.engine, "shut", True))
-    monkeypatch.setattr("forge_ray.serve.replica.metrics.swap_done", lambda *a: None)
+    monkeypatch.setattr("forge_ray.serve.coordinator.metrics.swap_done", lambda *a: None)
     monkeypatch.setattr("forge_ray.serve.replica.metrics.version_served", lambda *a: None)
     return reg, bad, started
 
