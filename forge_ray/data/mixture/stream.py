@@ -68,7 +68,7 @@ class TrainStream:
         start_step: int = 0,
         *,
         prefetch_batches: int = 4,
-        steps_per_task: int = 2,
+        steps_per_task: int | None = None,
         read_num_cpus: float = 0.25,
     ):
         G = plan.global_batch_size
@@ -87,7 +87,9 @@ class TrainStream:
         self.micro_batch_size, self.start_step = micro_batch_size, start_step
         self.accumulation = G // (world_size * micro_batch_size)
         self.prefetch_batches = prefetch_batches
-        self.steps_per_task = max(1, steps_per_task)
+        # a read task of at least ~64 sequences (and 2 steps): fewer, larger blocks on long runs
+        local = G // world_size
+        self.steps_per_task = max(1, steps_per_task or max(2, math.ceil(64 / local)))
         self.read_num_cpus = read_num_cpus
 
     def __len__(self) -> int:
