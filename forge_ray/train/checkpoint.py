@@ -27,16 +27,22 @@ MOMENTS = ("exp_avg", "exp_avg_sq")
 _EXPERT = re.compile(r"^(.*\.deepspeed_experts\.)(\d+)(\..*)$")
 
 
-def _ep(model) -> tuple[int, int, object]:
-    """(ep rank, ep size, ep group) of the model's MoE layers (rank 0 / size 1 without)."""
+def _ep(model, *, group: bool = True) -> tuple[int, int, object]:
+    """(ep rank, ep size, ep group) of the model's MoE layers (rank 0 / size 1 without).
+
+    DeepSpeed puts consecutive ranks in one expert-parallel group ([0..ep-1], [ep..2ep-1], ...),
+    so the ep rank is known before the engine (which creates the group) exists."""
     ep_size = getattr(model, "ep_size", 1)
     if ep_size == 1:
         return 0, 1, None
     import torch.distributed as dist
-    from deepspeed.utils import groups
 
-    group = groups._get_expert_parallel_group(f"ep_size_{ep_size}")
-    return dist.get_rank(group=group), ep_size, group
+    ep_group = None
+    if group:
+        from deepspeed.utils import groups
+
+        ep_group = groups._get_expert_parallel_group(f"ep_size_{ep_size}")
+    return dist.get_rank() % ep_size, ep_size, ep_group
 
 
 def _num_local_experts(model) -> int:
@@ -109,7 +115,7 @@ def read_checkpoint(folder: str | Path, *, optimizer: bool = True):
 
 def load_local_weights(model, weights: dict[str, torch.Tensor]) -> None:
     """Load full (global-name) weights into a model built for this rank's expert-parallel slice."""
-    ep_rank, _, _ = _ep(model)
+    ep_rank, _, _ = _ep(model, group=False)
     n_local = _num_local_experts(model) if model.cfg.family == "moe" else 1
     if model.cfg.tie_embeddings and "lm_head.weight" not in weights:
         weights = {**weights, "lm_head.weight": weights["embed_tokens.weight"]}
@@ -130,7 +136,7 @@ def restore_optimizer(engine, model, moments: dict[str, torch.Tensor], adam_step
             "exp_avg_sq": torch.zeros_like(flat),
         }
     zero._lazy_init_hp_params_optimizer_state()
-    ep_rank, _, _ = _ep(model)
+    ep_rank, _, _ = _ep(model, group=False)
     n_local = _num_local_experts(model) if model.cfg.family == "moe" else 1
     for name, p in model.named_parameters():
         gname = global_name(name, ep_rank, n_local)

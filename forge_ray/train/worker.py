@@ -102,7 +102,7 @@ def _run_steps(job: WorkerJob, engine, optimizer, model, rank: int, world: int, 
                state: dict, threads: int) -> None:
     import ray.train
 
-    from forge_ray.data.mixture import TrainStream
+    from forge_ray.data.mixture import ConsumptionRecord, TrainStream
     from forge_ray.train.checkpoint import gather_full_state, save_checkpoint
     from forge_ray.train.engine import lr_at, set_lr
     from forge_ray.train.metrics import MetricsWriter, StepAccumulator, format_line, peak_tflops, step_record
@@ -116,6 +116,9 @@ def _run_steps(job: WorkerJob, engine, optimizer, model, rank: int, world: int, 
     device = engine.device
     tokens_seen = int(state.get("tokens_seen", 0))
     stream = TrainStream(plan, rank, world, train.micro_batch_size, start_step=start_step)
+    # What each step trained on, per rank: `check_consumption(plan, run_dir)` proves the run read
+    # exactly its plan across restarts and resizes.
+    consumed = ConsumptionRecord(job.run_dir, rank=rank, world_size=world, start_step=start_step)
     it = iter(stream)
     engine.train()
     while True:
@@ -139,6 +142,7 @@ def _run_steps(job: WorkerJob, engine, optimizer, model, rank: int, world: int, 
             engine.step()
             acc.add(tok_loss, mask, batch["source"], out.aux_loss, out.expert_counts)
         grad_norm = engine.get_global_grad_norm()
+        consumed.add(step, micro_batches)
         reduced = acc.reduce(world)
         step_time = time.perf_counter() - t0
         step_tokens = plan.global_batch_size * plan.seq_len

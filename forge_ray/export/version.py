@@ -1,0 +1,142 @@
+"""Export a training checkpoint as a registry candidate: an HF folder plus its manifest.
+
+    from forge_ray.export import export_run, export_checkpoint
+    exported = export_run(result, config, dataset, storage)     # after run_training
+    exported.path  ->  <storage_root>/registry/<model>/<version>/
+
+The folder is what `AutoModelForCausalLM.from_pretrained` and `vllm.LLM` load as is
+(docs/contracts.md, "Exported version"); the manifest carries the lineage (dataset version and
+input hashes, mixture plan, resolved config, run, code version), the final metrics, and canary
+prompts with the greedy tokens `transformers` produces for these weights. The registry
+(`publish_version`) copies it in atomically, checksummed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from forge_ray.config import ForgeConfig
+from forge_ray.config.model import ModelConfig
+from forge_ray.storage import Storage
+
+CANARY_TOKENS = 16
+
+
+@dataclass
+class ExportedVersion:
+    model: str
+    version: str
+    path: str  # filesystem path of the registry version folder
+    manifest: dict
+
+
+def code_version() -> str:
+    """Package version + a hash of the model/train/export code that produced the weights."""
+    from forge_ray import __version__
+
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for sub in ("models", "train", "export"):
+        for path in sorted((root / sub).glob("*.py")):
+            h.update(f"{sub}/{path.name}".encode() + path.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:10]}"
+
+
+def input_hashes(dataset) -> dict:
+    """{source: [{uri, sha256, bytes}]} of the raw inputs the dataset was prepared from."""
+    return {name: src.get("inputs", []) for name, src in dataset.manifest.get("sources", {}).items()}
+
+
+def write_hf_folder(weights: dict[str, torch.Tensor], model: ModelConfig, dataset, out_dir: str,
+                    dtype: torch.dtype = torch.float32) -> str:
+    from forge_ray.models.hf import save_hf_folder
+
+    tok = dataset.manifest["tokenizer"]
+    save_hf_folder(weights, model, out_dir, tokenizer_dir=dataset.tokenizer_path, eos=int(tok["eos_token_id"]),
+                   bos=tok.get("bos_token_id"), pad=tok.get("pad_token_id"), dtype=dtype)
+    return out_dir
+
+
+def export_checkpoint(
+    checkpoint_dir: str,
+    config: ForgeConfig,
+    dataset,
+    storage: Storage,
+    *,
+    model: ModelConfig,
+    run: str,
+    plan_json: dict,
+    metrics: dict,
+    version: str | None = None,
+    prompts: tuple[str, ...] | None = None,
+) -> ExportedVersion:
+    """Write the checkpoint's weights as an HF folder, record canaries, publish as a candidate."""
+    from forge_ray.registry import publish_version, record_canaries
+    from forge_ray.registry.canary import DEFAULT_PROMPTS
+    from forge_ray.registry.store import Registry
+    from forge_ray.train.checkpoint import read_checkpoint
+
+    weights, _, state = read_checkpoint(checkpoint_dir, optimizer=False)
+    version = version or f"{run}-s{state['step']}"
+    bf16 = config.train.precision == "bf16" or (config.train.precision == "auto" and config.train.use_gpu)
+    with tempfile.TemporaryDirectory(prefix="forge-export-") as tmp:
+        hf_dir = write_hf_folder(weights, model, dataset, str(Path(tmp) / "hf"),
+                                 torch.bfloat16 if bf16 else torch.float32)
+        manifest = {
+            "code_version": code_version(),
+            "canaries": record_canaries(hf_dir, prompts or DEFAULT_PROMPTS, CANARY_TOKENS),
+            "lineage": {
+                "dataset": dataset.dataset,
+                "dataset_version": dataset.version,
+                "input_hashes": input_hashes(dataset),
+                "mixture_plan": plan_json,
+                "config": json.loads(config.model_dump_json()),
+                "model": json.loads(model.model_dump_json()),
+                "run": run,
+                "checkpoint_step": state["step"],
+                "tokens_seen": state.get("tokens_seen"),
+            },
+            "metrics": metrics,
+        }
+        publish_version(storage, model.name, version, hf_dir, manifest)
+    path = Registry(storage, model.name).version_path(version)
+    return ExportedVersion(model.name, version, path, storage.read_json(f"registry/{model.name}/{version}/manifest.json"))
+
+
+def export_run(result, config: ForgeConfig, dataset, storage: Storage | None = None,
+               version: str | None = None) -> ExportedVersion:
+    """Export the final checkpoint of a finished `run_training` result."""
+    storage = storage or Storage(config.project.storage_root)
+    final = result.metrics[-1] if result.metrics else {}
+    keep = ("step", "loss", "lm_loss", "aux_loss", "loss_by_source", "tokens_per_s", "mfu", "tokens_seen",
+            "world_size", "expert_tokens")
+    metrics = {k: final[k] for k in keep if k in final}
+    metrics["wall_s"] = round(result.wall_s, 2)
+    return export_checkpoint(result.checkpoint_dir, config, dataset, storage, model=result.model, run=result.run,
+                             plan_json=result.plan.to_json(), metrics=metrics, version=version)
+
+
+def export_from_run(config: ForgeConfig, run: str, *, checkpoint: str | None = None,
+                    version: str | None = None) -> ExportedVersion:
+    """`forge export`: a run's latest (or given) checkpoint, with the lineage its run.json recorded."""
+    from forge_ray.data.dataset import open_dataset
+    from forge_ray.errors import StorageError
+    from forge_ray.train.checkpoint import read_checkpoint
+    from forge_ray.train.runs import latest_checkpoint
+
+    storage = Storage(config.project.storage_root)
+    if not storage.exists("runs", run, "run.json"):
+        raise StorageError(f"no run {run!r} under {storage.url('runs')} (no run.json)")
+    info = storage.read_json(f"runs/{run}/run.json")
+    ckpt = checkpoint or str(latest_checkpoint(storage.path("runs", run)))
+    dataset = open_dataset(storage, info["dataset"], info["dataset_version"])
+    state = read_checkpoint(ckpt, optimizer=False)[2]
+    return export_checkpoint(ckpt, config, dataset, storage, model=ModelConfig.model_validate(info["model"]),
+                             run=run, plan_json=info["mixture_plan"], metrics=state.get("metrics", {}),
+                             version=version)
