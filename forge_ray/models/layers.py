@@ -56,7 +56,7 @@ def document_mask(position_ids_BT: torch.Tensor) -> torch.Tensor:
     doc_BT = torch.cumsum((position_ids_BT == 0).int(), dim=1)
     T = position_ids_BT.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool, device=position_ids_BT.device).tril()
-    return (doc_BT[:, :, None] == doc_BT[:, None, :]) & causal
+    return ((doc_BT[:, :, None] == doc_BT[:, None, :]) & causal)[:, None]
 
 
 class Attention(nn.Module):
