@@ -31,6 +31,9 @@ _SKIP_PLUGINS = {"IPPublicDetector", "KeywordDetector", "Base64HighEntropyString
                  "PrivateKeyDetector"}
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END [A-Z0-9 ]*-----|\Z)", re.S)
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]+")
+# Stretches of text that could hold a phone number: `phonenumbers` is run on these only, not on
+# the whole text (it is by far the slowest detector, and most text has no digit runs at all).
+_PHONE_CANDIDATE = re.compile(r"[+(]?\d[\d \t().\-/]{5,}\d")
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class PiiScanner:
 
     @cached_property
     def _recognizers(self) -> list:
-        CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, PhoneRecognizer = _presidio()
+        CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, _ = _presidio()
         tld = offline_tld_extractor()
 
         class OfflineEmailRecognizer(EmailRecognizer):
@@ -82,10 +85,7 @@ class PiiScanner:
             "EMAIL": OfflineEmailRecognizer, "IBAN": IbanRecognizer, "CREDIT_CARD": CreditCardRecognizer,
             "IP_ADDRESS": IpRecognizer,
         }
-        out = [cls() for name, cls in wanted.items() if name in self.entities]
-        if "PHONE" in self.entities:
-            out.append(PhoneRecognizer(supported_regions=tuple(self.cfg.phone_regions)))
-        return out
+        return [cls() for name, cls in wanted.items() if name in self.entities]
 
     @cached_property
     def _secret_regexes(self) -> list[re.Pattern]:
@@ -124,7 +124,34 @@ class PiiScanner:
             spans += self._high_entropy(text)
         for name, regex in self.custom:
             spans += [Span(m.start(), m.end(), name) for m in regex.finditer(text) if m.end() > m.start()]
+        if "PHONE" in self.entities:
+            spans += self._phones(text, _merge(list(spans)))
         return _merge(spans)
+
+    def _phones(self, text: str, found: list[Span]) -> list[Span]:
+        """Phone numbers, by presidio's PhoneRecognizer (phonenumbers), run last and on candidates only.
+
+        It is by far the slowest detector, so it sees only digit runs that no other detector has
+        claimed (IBANs, cards, IPs, keys), and a '+<country>' number is checked once (any region
+        finds it), not once per configured region.
+        """
+        out = []
+        for m in _PHONE_CANDIDATE.finditer(text):
+            if any(s.start < m.end() and m.start() < s.end for s in found):
+                continue
+            rec = self._phone_intl if m.group().lstrip("(").startswith("+") else self._phone_all
+            for r in rec.analyze(m.group(), entities=rec.supported_entities, nlp_artifacts=None):
+                if r.score >= self.cfg.min_score:
+                    out.append(Span(m.start() + r.start, m.start() + r.end, "PHONE"))
+        return out
+
+    @cached_property
+    def _phone_all(self):
+        return _presidio()[4](supported_regions=tuple(self.cfg.phone_regions))
+
+    @cached_property
+    def _phone_intl(self):
+        return _presidio()[4](supported_regions=tuple(self.cfg.phone_regions[:1]) or ("US",))
 
     def redact(self, text: str) -> tuple[str, dict[str, int]]:
         """(text with each span replaced by its placeholder, count per entity)."""

@@ -183,6 +183,7 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
         "config": json.loads(config.model_dump_json(include={"data", "prepare"})),
         "tokenizer": tokenizer,
         "read_units": len(units),
+        "phase_seconds": clock.laps,
         "lsh": dict(zip(("bands", "rows"), lsh_params(cfg.dedup.threshold, cfg.dedup.num_perm), strict=True)),
         "sources": {
             s: {
@@ -307,10 +308,12 @@ class _Clock:
 
     def __init__(self):
         self.t = time.time()
+        self.laps: dict[str, float] = {}
 
     def lap(self, what: str) -> None:
         now = time.time()
         log.info("prepare: %-50s %6.1fs", what, now - self.t)
+        self.laps[what.split(" (")[0]] = round(now - self.t, 2)
         self.t = now
 
 
