@@ -45,7 +45,7 @@ class EngineConfig(Section):
 
     max_model_len: int = Field(256, ge=16, description="Context length in tokens (prompt + completion).")
     kv_cache_gib: float = Field(
-        1.0, gt=0, description="KV cache per engine in GiB (VLLM_CPU_KVCACHE_SPACE on CPU)."
+        1.0, gt=0, description="KV cache per engine in GiB (vLLM kv_cache_memory_bytes; fractions allowed)."
     )
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
         "float32",

@@ -24,10 +24,10 @@ DEFAULT_CHAT_TEMPLATE = (
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")
 
 
-def engine_env(cfg: EngineConfig) -> dict[str, str]:
-    """Environment the engine process needs (it inherits the replica's)."""
-    return {"VLLM_CPU_KVCACHE_SPACE": f"{cfg.kv_cache_gib:g}", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-            "TOKENIZERS_PARALLELISM": "false"}
+def engine_env() -> dict[str, str]:
+    """Environment the engine processes need (they inherit the replica's). Several engines share the
+    cores (replicas, surge), so OpenMP threads are not pinned."""
+    return {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def structure(manifest: dict) -> dict[str, str]:
@@ -91,10 +91,12 @@ async def start_engine(version: str, manifest: dict, path: str, cfg: EngineConfi
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    os.environ.update(engine_env(cfg))
+    os.environ.update(engine_env())
+    # The legacy VLLM_CPU_KVCACHE_SPACE (whole GiB) would override kv_cache_memory_bytes on CPU.
+    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
     args = AsyncEngineArgs(model=path, tokenizer=path, max_model_len=cfg.max_model_len, dtype=cfg.dtype,
                            max_num_seqs=cfg.max_num_seqs, enforce_eager=cfg.enforce_eager, seed=0,
-                           disable_log_stats=True)
+                           kv_cache_memory_bytes=int(cfg.kv_cache_gib * 2**30), disable_log_stats=True)
     engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
     tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, path)
     loaded = LoadedVersion(version, manifest, path, engine, tokenizer)
