@@ -13,6 +13,7 @@ is reported as unavailable rather than failing the whole command.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 from forge_ray.operate.client import ACTIVE, format_duration, job_label, sorted_jobs
 
@@ -76,6 +77,23 @@ def served_version(config) -> dict[str, Any]:
     return out
 
 
+def endpoint_version(config, host: str) -> dict[str, Any]:
+    """What the endpoint itself says it serves (`/v1/models`), asked with the project's API key."""
+    from forge_ray.serve.auth import read_keys
+    from forge_ray.serve.client import request
+
+    auth = config.serve.auth
+    keys = read_keys(auth.api_keys_env, auth.api_keys_file)
+    url = f"http://{host}:{config.serve.port}/v1"
+    if not keys:
+        return {"url": url, "unavailable": f"no API key ({auth.api_keys_env} or serve.auth.api_keys_file)"}
+    code, body, _ = request(url, "/models", keys[0], timeout=5)
+    if code != 200:
+        return {"url": url, "unavailable": f"HTTP {code}"}
+    model = (body.get("data") or [{}])[0]
+    return {"url": url, "version": model.get("version"), "versions_served": model.get("versions_served", [])}
+
+
 def _tolerant(fn, *args) -> Any:
     try:
         return fn(*args)
@@ -94,6 +112,9 @@ def cluster_status(client, config=None) -> dict[str, Any]:
         ],
         "serve": _tolerant(serve_applications, client),
         "served_version": _tolerant(served_version, config) if config is not None else None,
+        "endpoint": _tolerant(endpoint_version, config, urlparse(client.get_address()).hostname)
+        if config is not None
+        else None,
     }
 
 
@@ -134,4 +155,12 @@ def format_status(info: dict[str, Any]) -> str:
             f"served version: {served['model']} {served['version']} (generation {served['generation']}, "
             f"created {served.get('created') or '?'}, dataset {served.get('dataset_version') or '?'})"
         )
+    endpoint = info.get("endpoint")
+    if endpoint:
+        where = endpoint.get("url", "endpoint")
+        if "version" in endpoint:
+            served = ", ".join(endpoint["versions_served"]) or "none yet"
+            lines.append(f"endpoint {where}: target {endpoint['version']}, replicas serve {served}")
+        else:
+            lines.append(f"endpoint {where}: not asked ({endpoint['unavailable']})")
     return "\n".join(lines)
