@@ -151,8 +151,9 @@ class PrepareConfig(Section):
         1_000_000, ge=1, description="Longest record text, in UTF-8 bytes; longer ones are quarantined."
     )
     read_chunk_mb: float = Field(
-        16.0, gt=0, description="Uncompressed jsonl / text files are read in chunks of about this many MB "
-        "(one Ray Data task each); compressed files and parquet row groups are one chunk each."
+        1.0, gt=0, description="Read unit size in MB: uncompressed jsonl is cut at line boundaries and "
+        "parquet row groups into row slices of about this size, one Ray Data task each (the unit of "
+        "parallelism of the scan); compressed files and text files are one unit each."
     )
     shard_sequences: int = Field(8192, ge=1, description="Most sequences per output shard file.")
     quarantine_raw_bytes: int = Field(

@@ -44,7 +44,8 @@ class ReadUnit:
     file: str           # the file's path relative to the source URI (for positions and ids)
     file_idx: int
     start: int = 0      # byte offset (jsonl / text) or row group (parquet)
-    end: int = -1       # byte offset, -1: to the end
+    end: int = -1       # byte offset, -1: to the end (parquet: number of rows)
+    skip: int = 0       # parquet: rows of the row group before this unit's first
     first_pos: int = 0  # line number (1-based) or row number of the unit's first record
     inline: bytes | None = None  # the unit's bytes, for filesystems local to the driver (memory://)
 
@@ -83,9 +84,15 @@ def plan_source(source, source_idx: int, uri: str, chunk_bytes: int) -> tuple[li
             with fs.open(path, "rb") as f:
                 meta = pq.ParquetFile(f).metadata
             first = 0
-            for g in range(max(1, meta.num_row_groups)):
-                units.append(ReadUnit(**unit, start=g, end=g + 1, first_pos=first))
-                first += meta.row_group(g).num_rows if meta.num_row_groups else 0
+            for g in range(meta.num_row_groups):
+                rg = meta.row_group(g)
+                # A large row group becomes several units of ~chunk_bytes (row slices of it).
+                k = max(1, min(rg.num_rows, -(-rg.total_byte_size // chunk_bytes)))
+                step = -(-rg.num_rows // k) if rg.num_rows else 1
+                for skip in range(0, max(rg.num_rows, 1), step):
+                    units.append(ReadUnit(**unit, start=g, end=min(step, rg.num_rows - skip), first_pos=first + skip,
+                                          skip=skip))
+                first += rg.num_rows
         else:
             for (start, line), end in zip(cuts, [c[0] for c in cuts[1:]] + [-1], strict=True):
                 units.append(ReadUnit(**unit, start=start, end=end, first_pos=line))
@@ -168,7 +175,7 @@ def read_unit(unit: dict, validate) -> list[dict]:
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(io.BytesIO(data))
-        table = pf.read_row_group(unit["start"]) if pf.metadata.num_row_groups else pf.read()
+        table = pf.read_row_group(unit["start"]).slice(unit["skip"], unit["end"])
         for i, rec in enumerate(table.to_pylist()):
             rows.append(validate.record(unit, unit["first_pos"] + i, rec))
     return rows

@@ -55,3 +55,16 @@ def test_validator_reasons(line, reason):
     assert row["reason"] == reason and row["outcome"] == ("quarantined" if reason else "ok")
     assert row["position"] == "f.jsonl:7" and len(row["raw"]) <= 20
     json.dumps(row).encode("utf-8")  # storable as UTF-8 whatever came in
+
+
+def test_a_large_parquet_row_group_is_cut_into_row_slices(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [f"row {i} " + "y" * 200 for i in range(400)]}), tmp_path / "t.parquet")
+    src = SourceConfig(name="p", uri=str(tmp_path), format="parquet", license="MIT", sensitivity="public")
+    units, _ = plan_source(src, 0, str(tmp_path), 10_000)
+    rows = [r for u in units for r in read_unit(unit_dict(u), Validator(src, 1000, 10))]
+    assert len(units) > 3
+    assert [r["position"] for r in rows] == [f"t.parquet:{i}" for i in range(400)]
+    assert rows[399]["text"].startswith("row 399 ")
