@@ -157,16 +157,21 @@ def test_version_report_is_gathered_from_the_registry_run_and_eval_artefacts(tmp
     from forge_ray.data.mixture.consumption import ConsumptionRecord
     from forge_ray.operate.run_report import write_version_report
     from forge_ray.registry import Registry, publish_version
-    from forge_ray.registry.tiny import build_tiny
     from forge_ray.storage import Storage
     from forge_ray.train.metrics import MetricsWriter
 
     storage = Storage(str(tmp_path / "root"))
     inputs = run_inputs()
-    hf_dir = build_tiny(str(tmp_path / "hf"), "dense")
+    # The report reads manifests, not weights: a minimal folder that the registry accepts will do.
+    from safetensors.torch import save_file
+
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    (hf_dir / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    save_file({"w": torch.zeros(2)}, str(hf_dir / "model.safetensors"))
     for version, run in (("v1", "run-a"), ("v2", "run-b")):
         lineage = {**inputs["lineage"], "run": run, "mixture_plan": inputs["mixture"], "model": {"family": "dense"}}
-        publish_version(storage, "demo-moe", version, hf_dir, {"code_version": "test", "canaries": [],
+        publish_version(storage, "demo-moe", version, str(hf_dir), {"code_version": "test", "canaries": [],
                                                                "lineage": lineage, "metrics": {}})
     run_dir = storage.path("runs", "run-b")
     writer = MetricsWriter(run_dir, tensorboard=False)

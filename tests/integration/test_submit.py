@@ -139,11 +139,16 @@ def test_bad_config_or_unknown_job_starts_no_job(head, client, tmp_path):
     assert len(client.list_jobs()) == jobs_before
 
 
-def test_unreachable_address_is_one_clear_line():
+def test_unreachable_address_is_one_clear_line(capsys, monkeypatch):
     address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    for args in (["submit", "demo", "-c", "jobs/configs/demo.yaml"], ["jobs", "list"], ["status"]):
-        out = subprocess.run([sys.executable, "-m", "forge_ray.cli.main", *args, "--address", address],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 1, out.stderr
-        assert f"no Ray job API answers at {address}" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "forge_ray.cli.main", "submit", "demo", "-c", "jobs/configs/demo.yaml",
+                          "--address", address], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert f"no Ray job API answers at {address}" in out.stderr and "Traceback" not in out.stderr
+    from forge_ray.cli.main import main
+
+    monkeypatch.chdir(REPO)
+    for args in (["jobs", "list"], ["status"]):
+        assert main([*args, "--address", address]) == 1
+        assert f"no Ray job API answers at {address}" in capsys.readouterr().err
