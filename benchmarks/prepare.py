@@ -124,7 +124,7 @@ def run_one(factor: int, base: dict) -> dict:
         raw = yaml.safe_load((REPO / "jobs" / "configs" / "demo.yaml").read_text())
         config = validate_config({"project": {**raw["project"], "storage_root": str(root)},
                                   "data": raw["data"], "prepare": raw["prepare"]})
-        connect(num_cpus=8, object_store_mb=1024)
+        connect("local")  # a fresh cluster of its own (logical CPUs = cores), never a running one
         with PeakRss() as rss:
             start = time.perf_counter()
             ds = prepare_dataset(config)
