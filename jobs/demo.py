@@ -1,4 +1,4 @@
-"""Run the demo pipeline as a job.
+"""The demo as a job: the pipeline on the embedded default corpora, with a hot swap.
 
     python -m jobs.demo --config jobs/configs/demo.yaml
     ray job submit --working-dir . -- python -m jobs.demo --config jobs/configs/demo.yaml

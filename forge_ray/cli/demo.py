@@ -1,4 +1,4 @@
-"""`forge demo -c FILE`: run the pipeline on the embedded default corpora, end to end."""
+"""`forge demo` and `forge pipeline`: the whole pipeline, end to end, saying what it did."""
 
 from __future__ import annotations
 
@@ -6,21 +6,28 @@ import argparse
 
 from forge_ray.cli.common import add_config_args, load
 
-HELP = "run the whole pipeline on the embedded default data and say what it did"
+DEMO_HELP = "run the whole pipeline on the embedded default data, ending with a hot swap"
+PIPELINE_HELP = "prepare -> train -> export -> eval -> promote -> serve, for train.rounds rounds"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help=HELP, description=HELP)
-    add_config_args(p)
-    p.add_argument(
-        "--scale", type=float, default=1.0, help="size of the embedded corpora, (0, 1] (default 1)"
-    )
-    p.set_defaults(func=run)
+    for name, help_, rounds in (("demo", DEMO_HELP, 2), ("pipeline", PIPELINE_HELP, None)):
+        p = sub.add_parser(name, help=help_, description=help_)
+        add_config_args(p)
+        p.add_argument("--rounds", type=int, default=rounds,
+                       help="training rounds (default: train.rounds" + (", at least 2 for the demo)" if rounds else ")"))
+        p.add_argument("--keep-serving", action="store_true", help="leave the endpoint up at the end")
+        if name == "demo":
+            p.add_argument("--scale", type=float, default=1.0, help="size of the embedded corpora, (0, 1]")
+        p.set_defaults(func=run, scale=1.0)
 
 
 def run(args: argparse.Namespace) -> int:
-    from forge_ray.demo import run_demo
+    from forge_ray.pipeline import run_pipeline
 
     config = load(args)
-    run_demo(config, address=args.address, scale=args.scale)
+    rounds = args.rounds
+    if args.command == "demo":
+        rounds = max(rounds or 2, config.train.rounds)
+    run_pipeline(config, address=args.address, rounds=rounds, keep_serving=args.keep_serving, scale=args.scale)
     return 0

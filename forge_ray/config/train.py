@@ -18,6 +18,12 @@ class TrainConfig(Section):
     """Ray Train (TorchTrainer, Train V2) with a DeepSpeed engine in each worker."""
 
     steps: int = Field(100, ge=1, description="Optimizer steps in the run (count).")
+    rounds: int = Field(
+        1,
+        ge=1,
+        description="Training rounds of the pipeline job (count): each later round continues from the last "
+        "promoted version on a reshuffled mix, is evaluated, and is hot-loaded if the gate promotes it.",
+    )
     run_name: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
