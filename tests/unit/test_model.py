@@ -1,0 +1,96 @@
+"""The decoder: shapes, MoE routing outputs, per-document attention, and the dry run's counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from forge_ray.config.model import ModelConfig
+from forge_ray.config.train import TrainConfig
+from forge_ray.models import build_model
+from forge_ray.models.dry_run import dry_run, memory_per_worker, model_size
+from forge_ray.models.presets import preset
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, ffn_hidden_size=48,
+                moe={"num_experts": 4, "top_k": 2})
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def test_dense_forward_shapes_and_gqa_projections():
+    m = build_model(tiny(), seed=0)
+    out = m(torch.randint(0, 97, (3, 11)))
+    assert out.logits.shape == (3, 11, 97) and out.expert_counts is None and float(out.aux_loss) == 0.0
+    attn = m.layers[0].self_attn
+    assert attn.q_proj.weight.shape == (32, 32) and attn.k_proj.weight.shape == (16, 32)  # 2 kv heads of 8
+
+
+def test_moe_routes_every_token_to_top_k_experts():
+    m = build_model(tiny(family="moe"), seed=0)
+    out = m(torch.randint(0, 97, (2, 10)))
+    assert out.expert_counts.shape == (2, 4)  # [MoE layers, experts]
+    assert out.expert_counts.sum(1).tolist() == [2 * 10 * 2] * 2  # tokens x top_k, per layer
+    assert float(out.aux_loss) > 0
+
+
+def test_moe_every_n_layers_mixes_dense_and_moe_blocks():
+    m = build_model(tiny(family="moe", num_layers=4, moe={"num_experts": 4, "every_n_layers": 2}), seed=0)
+    assert [b.is_moe for b in m.layers] == [False, True, False, True] and m.num_moe_layers == 2
+
+
+def test_experts_start_different_and_seed_is_reproducible():
+    a, b = build_model(tiny(family="moe"), seed=1), build_model(tiny(family="moe"), seed=1)
+    sa = a.state_dict()
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in sa.items())
+    e0 = sa["layers.0.mlp.moe.deepspeed_moe.experts.deepspeed_experts.0.gate_proj.weight"]
+    e1 = sa["layers.0.mlp.moe.deepspeed_moe.experts.deepspeed_experts.1.gate_proj.weight"]
+    assert not torch.equal(e0, e1)
+
+
+def test_packed_documents_do_not_see_each_other():
+    """A document packed after another gets the logits it gets alone (positions restart at 0)."""
+    m = build_model(tiny(), seed=0).eval()
+    a, b = torch.randint(0, 97, (1, 7)), torch.randint(0, 97, (1, 5))
+    packed = torch.cat([a, b], dim=1)
+    pos = torch.cat([torch.arange(7), torch.arange(5)])[None]
+    with torch.no_grad():
+        together = m(packed, pos).logits[:, 7:]
+        alone = m(b).logits
+        unmasked = m(packed).logits[:, 7:]
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(unmasked, alone, atol=1e-3)
+
+
+@pytest.mark.parametrize("kw", [
+    {}, {"family": "moe"}, {"family": "moe", "num_layers": 4, "moe": {"num_experts": 4, "every_n_layers": 2}},
+    {"tie_embeddings": True}, {"num_kv_heads": 4},
+])
+def test_dry_run_counts_match_the_built_model(kw):
+    cfg = tiny(**kw)
+    m = build_model(cfg)
+    assert model_size(cfg, 16).params_total == sum(p.numel() for p in m.parameters())
+
+
+def test_presets_match_published_parameter_counts():
+    assert round(model_size(preset("llama-7b"), 4096).params_total / 1e9, 2) == 6.74
+    mix = model_size(preset("mixtral-8x7b"), 4096)
+    assert round(mix.params_total / 1e9, 1) == 46.7 and round(mix.params_active / 1e9, 1) == 12.9
+    assert round(model_size(preset("dense-1b"), 2048).params_total / 1e9, 2) == 1.10
+    # ~6 N FLOPs per token for a dense model, plus attention
+    n = model_size(preset("llama-7b"), 4096)
+    assert 6 * 6.4e9 < n.flops_per_token < 6 * 8.5e9
+
+
+def test_memory_shrinks_with_zero_stage_world_size_and_expert_parallelism():
+    cfg = preset("mixtral-8x7b")
+    kw = dict(seq_len=4096, micro_batch_size=1, bf16=True)
+    z1 = memory_per_worker(cfg, world_size=8, zero_stage=1, **kw)
+    z2 = memory_per_worker(cfg, world_size=8, zero_stage=2, **kw)
+    assert z2["gradients"] < z1["gradients"] and z2["optimizer"] == z1["optimizer"]
+    ep8 = cfg.model_copy(update={"moe": cfg.moe.model_copy(update={"expert_parallel_size": 8})})
+    assert memory_per_worker(ep8, world_size=8, zero_stage=2, **kw)["weights"] < z2["weights"] / 4
+    figures = dry_run(cfg, TrainConfig(max_workers=8, micro_batch_size=1, global_batch_size=8,
+                                       min_workers=8, use_gpu=True), 4096)
+    assert figures["precision"] == "bf16" and figures["memory_gib_per_worker"]["total"] > 100
