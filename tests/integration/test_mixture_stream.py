@@ -58,6 +58,7 @@ def test_stream_over_the_prepared_demo_dataset(ray_cluster, prepared_dataset):
     for rank in range(2):
         for step, micro_batches in TrainStream(plan, rank, 2, 2):
             for batch in micro_batches:
+                assert all(8 * step <= i < 8 * step + 8 for i in batch["sample"].tolist())
                 for i in range(len(batch["sample"])):
                     name = plan.sources[int(batch["source"][i])]
                     row = int(batch["row"][i])

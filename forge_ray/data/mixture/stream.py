@@ -9,8 +9,9 @@
 Rank r reads slots [r*G/w, (r+1)*G/w) of every global batch, so any world size reads the
 same global order and a restart at step k (the cursor a checkpoint keeps) at any world size
 skips and repeats nothing. Steps become a `ray.data.range` whose map tasks read the shards
-(`reader.py`); `iter_torch_batches` prefetches ahead of the trainer, and the executor keeps
-the order (`preserve_order`), which the stream checks step by step.
+(`reader.py`); `iter_batches` hands over whole read-task blocks and prefetches ahead of the
+trainer, the executor keeps the order (`preserve_order`), and the stream checks it step by
+step and cuts each step into micro batches (zero-copy torch views).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class TrainStream:
         prefetch_batches: int = 4,
         steps_per_task: int | None = None,
         read_num_cpus: float = 0.25,
+        read_concurrency: int = 2,
     ):
         G = plan.global_batch_size
         if world_size < 1 or not 0 <= rank < world_size:
@@ -91,6 +93,9 @@ class TrainStream:
         local = G // world_size
         self.steps_per_task = max(1, steps_per_task or max(2, math.ceil(64 / local)))
         self.read_num_cpus = read_num_cpus
+        # reading is milliseconds per step: two tasks in flight keep ahead of any trainer, and
+        # spawn no more worker processes than that to compete with it for cores
+        self.read_concurrency = read_concurrency
 
     def __len__(self) -> int:
         return self.plan.total_steps - self.start_step
@@ -100,12 +105,14 @@ class TrainStream:
         import ray.data
 
         steps = len(self)
-        ds = ray.data.range(steps, override_num_blocks=max(1, math.ceil(steps / self.steps_per_task)))
+        blocks = max(1, math.ceil(steps / self.steps_per_task))
+        ds = ray.data.range(steps, override_num_blocks=blocks)
         ds = ds.map_batches(
             _ReadSteps(self.plan, self.rank, self.world_size, self.start_step),
             batch_size=None,
             batch_format="numpy",
             num_cpus=self.read_num_cpus,
+            concurrency=min(self.read_concurrency, blocks),
             zero_copy_batch=True,
         )
         ds.context.execution_options.preserve_order = True
@@ -115,22 +122,29 @@ class TrainStream:
     def __iter__(self) -> Iterator[tuple[int, list[dict]]]:
         if len(self) == 0:
             return
+        local = self.plan.global_batch_size // self.world_size
+        blocks = self.dataset().iter_batches(
+            batch_size=None, batch_format="numpy", prefetch_batches=self.prefetch_batches
+        )
+        step, buffer = self.start_step, None
+        for block in blocks:  # whole read-task outputs: whole steps, unless Ray Data split a block
+            buffer = block if buffer is None else {k: np.concatenate([buffer[k], block[k]]) for k in block}
+            while len(buffer["step"]) >= local:
+                rows = {k: v[:local] for k, v in buffer.items()}
+                buffer = {k: v[local:] for k, v in buffer.items()}
+                if not (rows["step"] == step).all():
+                    raise MixtureError(
+                        f"rank {self.rank}: expected rows of step {step}, got steps {np.unique(rows['step']).tolist()}"
+                    )
+                yield step, self._micro_batches(rows)
+                step += 1
+        if step != self.plan.total_steps or (buffer is not None and len(buffer["step"])):
+            raise MixtureError(f"rank {self.rank}: the stream ended at step {step}, plan has {self.plan.total_steps}")
+
+    def _micro_batches(self, rows: dict[str, np.ndarray]) -> list[dict]:
         import torch
 
-        batches = self.dataset().iter_torch_batches(
-            batch_size=self.micro_batch_size,
-            prefetch_batches=self.prefetch_batches,
-            dtypes=torch.int64,
-            drop_last=False,
-        )
-        step, pending = self.start_step, []
-        for batch in batches:
-            got = batch.pop("step")
-            if not bool((got == step).all()):
-                raise MixtureError(f"rank {self.rank}: expected rows of step {step}, got steps {got.unique().tolist()}")
-            pending.append({key: batch[key] for key in KEYS})
-            if len(pending) == self.accumulation:
-                yield step, pending
-                step, pending = step + 1, []
-        if step != self.plan.total_steps or pending:
-            raise MixtureError(f"rank {self.rank}: the stream ended at step {step}, plan has {self.plan.total_steps}")
+        m = self.micro_batch_size
+        # blocks fetched from the object store are read-only: copy those (torch wants writable memory)
+        tensors = {k: torch.from_numpy(np.require(rows[k], np.int64, ["C", "W"])) for k in KEYS}
+        return [{k: t[i : i + m] for k, t in tensors.items()} for i in range(0, len(rows["step"]), m)]
