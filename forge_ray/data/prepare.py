@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from forge_ray.data.manifest import build_counts, summary_line
 from forge_ray.data.pack import Packer
 from forge_ray.data.read import plan_source, unit_dict
 from forge_ray.data.validate import Validator
+from forge_ray.errors import ConfigError
 from forge_ray.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,9 @@ def prepare_dataset(config: ForgeConfig, storage: Storage | None = None, address
     """Prepare the forge file's corpora; return the (new or already complete) dataset version."""
     storage = storage or Storage(config.project.storage_root)
     cfg = config.prepare
+    tok = cfg.tokenizer
+    if tok.mode == "reuse" and not os.path.isfile(os.path.join(tok.path, "tokenizer.json")):
+        raise ConfigError("prepare.tokenizer.path", [f"not a tokenizer folder (no tokenizer.json): {tok.path}"])
     units, inputs, version = plan(config)
     rel = version_dir(cfg.dataset, version)
     if storage.is_complete(rel):

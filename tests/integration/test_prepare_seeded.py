@@ -14,6 +14,7 @@ import pytest
 
 from forge_ray.config import validate_config
 from forge_ray.data.prepare import plan, prepare_dataset
+from forge_ray.errors import ConfigError
 from forge_ray.storage import Storage
 
 WORDS = ("river stone garden window market teacher winter signal harbor lantern orchard meadow "
@@ -155,3 +156,22 @@ def test_changed_input_names_a_new_version(seeded):
     finally:
         (root / "table" / "t.parquet").write_bytes(original)
     assert Storage(str(root)).is_complete(f"datasets/seeded/{ds.version}")
+
+
+def test_reusing_an_existing_tokenizer_folder(seeded, tmp_path):
+    """Continued pre-training: the shards are in the reused tokenizer's ids, decoded back exactly."""
+    from transformers import AutoTokenizer
+
+    root, config, first = seeded
+    raw = config.model_dump(mode="json", include={"project", "data", "prepare"})
+    raw["prepare"]["dataset"] = "reused"
+    raw["prepare"]["tokenizer"] = {"mode": "reuse", "path": first.tokenizer_path}
+    ds = prepare_dataset(validate_config(raw))
+    original = AutoTokenizer.from_pretrained(first.tokenizer_path)
+    assert ds.tokenizer_info["vocab_size"] == len(original)
+    assert ds.eos_token_id == original.eos_token_id and ds.pad_token_id == original.pad_token_id
+    assert [s["sha256"] for s in ds.shards("notes", "train")] == [s["sha256"] for s in first.shards("notes", "train")]
+    with pytest.raises(ConfigError, match="not a tokenizer folder"):
+        raw["prepare"]["tokenizer"]["path"] = str(tmp_path / "nowhere")
+        raw["prepare"]["dataset"] = "missing"
+        prepare_dataset(validate_config(raw))

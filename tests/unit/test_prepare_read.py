@@ -68,3 +68,19 @@ def test_a_large_parquet_row_group_is_cut_into_row_slices(tmp_path):
     assert len(units) > 3
     assert [r["position"] for r in rows] == [f"t.parquet:{i}" for i in range(400)]
     assert rows[399]["text"].startswith("row 399 ")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_compressed_jsonl_is_one_unit_with_line_numbers(tmp_path, suffix):
+    import gzip
+
+    import zstandard
+
+    data = b"".join(json.dumps({"text": f"line {i}"}).encode() + b"\n" for i in range(50))
+    packed = gzip.compress(data) if suffix.endswith(".gz") else zstandard.ZstdCompressor().compress(data)
+    (tmp_path / f"c{suffix}").write_bytes(packed)
+    src = SourceConfig(name="z", uri=str(tmp_path), format="jsonl", license="MIT", sensitivity="public")
+    units, inputs = plan_source(src, 0, str(tmp_path), 100)
+    rows = [r for u in units for r in read_unit(unit_dict(u), Validator(src, 1000, 10))]
+    assert len(units) == 1 and inputs[0]["bytes"] == len(packed)
+    assert [r["text"] for r in rows] == [f"line {i}" for i in range(50)] and rows[-1]["position"] == f"c{suffix}:50"
