@@ -48,6 +48,7 @@ class Signer:
         self.cfg = cfg
         self.seed = seed
         self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm)
+        self._perms = None  # datasketch draws the permutations per MinHash object: draw them once
 
     def buckets(self, text: str) -> list[int]:
         norm = normalise(text)
@@ -67,7 +68,10 @@ class Signer:
         words = _WORD.findall(norm)
         n = self.cfg.shingle_words
         shingles = {" ".join(words[i : i + n]).encode() for i in range(max(1, len(words) - n + 1))}
-        m = MinHash(num_perm=self.cfg.num_perm, seed=self.seed)
+        if self._perms is None:
+            first = MinHash(num_perm=self.cfg.num_perm, seed=self.seed)
+            self._perms = (first.permutations, first.scheme)
+        m = MinHash(num_perm=self.cfg.num_perm, seed=self.seed, permutations=self._perms[0], scheme=self._perms[1])
         m.update_batch(list(shingles))
         return m.hashvalues.astype(np.uint64)
 

@@ -12,6 +12,7 @@ from collections import Counter
 
 _WORD = re.compile(r"\S+")
 _ALPHA = re.compile(r"[^\W\d_]")
+_DIGIT = re.compile(r"\d")
 
 RULES = (
     "min_words", "max_words", "mean_word_length", "symbol_ratio", "digit_ratio", "alpha_words",
@@ -68,7 +69,7 @@ def failed_rule(text: str, cfg, prose: bool) -> str | None:
         return "mean_word_length"
     if (text.count("#") + text.count("...") + text.count("\u2026")) / n > cfg.max_symbol_ratio:
         return "symbol_ratio"
-    if sum(c.isdigit() for c in text) / max(1, len(text)) > cfg.max_digit_ratio:
+    if len(_DIGIT.findall(text)) / max(1, len(text)) > cfg.max_digit_ratio:
         return "digit_ratio"
     if sum(1 for w in words if _ALPHA.search(w)) / n < cfg.min_alpha_word_ratio:
         return "alpha_words"
