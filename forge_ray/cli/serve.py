@@ -9,6 +9,7 @@ Promote another version (`forge registry promote`) while it runs: the replicas h
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 
 from forge_ray.cli.common import add_config_args, load
@@ -25,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from forge_ray.serve import start_serving, status, stop_serving
 
@@ -36,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if args.detach:
         return 0
     last = max([e["time"] for e in st["events"]], default=0.0)
+    # SIGTERM (a job stop, a service manager) stops the endpoint as Ctrl-C does, so the local
+    # cluster this process started goes down with it instead of being orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:            # print the swap watcher's events as they happen
             time.sleep(2)
