@@ -127,3 +127,10 @@ def test_no_api_key_configured_refuses_to_start(tmp_path, monkeypatch):
     assert read_keys("UNSET_VAR_X", str(keys)) == ["abc"]
     with pytest.raises(ConfigError, match="cannot be read"):
         read_keys("UNSET_VAR_X", str(tmp_path / "missing"))
+
+
+def test_serve_section_rejects_inverted_autoscaling_bounds():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"min_replicas \(3\) > max_replicas \(2\)"):
+        ServeConfig.model_validate({"replicas": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}})
