@@ -1,7 +1,8 @@
 """Jobs on a real Ray head (`ray start --head`): `ray job submit` and `forge submit / jobs / status`.
 
 One head for the module (LocalHead: own temp dir, ports and token; stopped by killing exactly its
-own processes). The job is `jobs.demo` on the small embedded corpora.
+own processes). The job is `jobs.prepare` (a real Ray Data stage) on the small embedded corpora:
+`jobs.demo` / `jobs.pipeline` run everything up to serving and are tested on their own.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +22,8 @@ from forge_ray.operate.local_head import LocalHead, free_port
 from forge_ray.operate.submit import job_runtime_env
 from tests.conftest import REPO
 
-DEMO_DONE = "Ray Data read every source on the cluster"
+DONE = "prepared dataset:"
+SMALL = ["prepare.seq_len=128", "prepare.tokenizer.vocab_size=512"]  # as tests/conftest.py prepared_dataset
 
 
 @pytest.fixture(scope="module")
@@ -47,38 +50,43 @@ def submission_id(stdout: str) -> str:
     return re.search(r"submitted (forge-\S+):", stdout).group(1)
 
 
-def test_ray_job_submit_runs_the_demo_job_from_the_repo_root(head, client, tmp_path):
+def sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def test_ray_job_submit_runs_a_job_from_the_repo_root(head, client, small_corpora, tmp_path):
     root = tmp_path / "root"
+    shutil.copytree(small_corpora[0], root)
     cmd = [f"{head.bin_dir}/ray", "job", "submit", "--address", head.dashboard_url,
            "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
-           "python", "-m", "jobs.demo", "--config", "jobs/configs/demo.yaml",
-           "--set", f"project.storage_root={root}", "--scale", "0.05"]
-    out = subprocess.run(cmd, cwd=REPO, env=head.env, capture_output=True, text=True, timeout=300)
+           "python", "-m", "jobs.prepare", "--config", "jobs/configs/demo.yaml",
+           *sets(f"project.storage_root={root}", *SMALL)]
+    out = subprocess.run(cmd, cwd=REPO, env=head.env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert DEMO_DONE in out.stdout
-    assert (root / "corpora" / "tickets").is_dir()  # the job wrote under the storage root it was given
-    job = next(j for j in client.list_jobs() if "jobs.demo" in j.entrypoint and str(root) in j.entrypoint)
+    assert DONE in out.stdout
+    assert (root / "datasets" / "demo" / "LATEST").is_file()  # written under the storage root it was given
+    job = next(j for j in client.list_jobs() if "jobs.prepare" in j.entrypoint and str(root) in j.entrypoint)
     assert str(job.status.value) == "SUCCEEDED"
     assert job.runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"
 
 
 def test_forge_submit_validates_runs_and_lists_the_job(head, client, demo_config_at):
     # A forge file outside the checkout travels inline with the job.
-    out = forge(head, "submit", "demo", "-c", str(demo_config_at), "--address", head.dashboard_url,
-                "--", "--scale", "0.05")
+    out = forge(head, "submit", "prepare", "-c", str(demo_config_at), *sets(*SMALL), "--address", head.dashboard_url)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     sid = submission_id(out.stdout)
-    assert re.fullmatch(r"forge-demo-demo-\d+", sid)
-    assert DEMO_DONE in out.stdout and f"{sid} SUCCEEDED" in out.stdout
+    assert re.fullmatch(r"forge-demo-prepare-\d+", sid)
+    assert DONE in out.stdout and f"{sid} SUCCEEDED" in out.stdout
+    assert (demo_config_at.parent / "root" / "datasets" / "demo" / "LATEST").is_file()
     info = client.get_job_info(sid)
-    assert info.metadata["forge_project"] == "demo" and info.metadata["forge_job"] == "demo"
-    assert info.entrypoint.endswith("python -m jobs.demo --config \"$cfg\" --scale 0.05")
+    assert info.metadata["forge_project"] == "demo" and info.metadata["forge_job"] == "prepare"
+    assert info.entrypoint.endswith('python -m jobs.prepare --config "$cfg" ' + " ".join(sets(*SMALL)))
 
     listed = forge(head, "jobs", "list", "--address", head.dashboard_url)
     row = next(line for line in listed.stdout.splitlines() if line.startswith(sid))
-    assert "SUCCEEDED" in row and "demo/demo" in row
-    logs = forge(head, "jobs", "logs", sid, "--address", head.dashboard_url)
-    assert logs.returncode == 0 and DEMO_DONE in logs.stdout
+    assert "SUCCEEDED" in row and "demo/prepare" in row
+    logs = forge(head, "jobs", "logs", "prepare", "--address", head.dashboard_url)  # a name: its newest job
+    assert logs.returncode == 0 and DONE in logs.stdout
 
 
 def test_job_upload_is_the_checkout_without_venv_git_or_data(head, client):
@@ -93,7 +101,7 @@ def test_job_upload_is_the_checkout_without_venv_git_or_data(head, client):
 
 
 def test_a_second_submission_while_one_runs_is_refused_and_stop_ends_it(head, client, demo_config_at):
-    # Hold every logical CPU so the demo job stays in flight (its Ray Data tasks wait for them).
+    # Hold every logical CPU so the prepare job stays in flight (its Ray Data tasks wait for them).
     blocker = client.submit_job(entrypoint=(
         "python -c \"import ray, time; ray.init(); a = ray.remote(num_cpus=4)(type('B', (), "
         "{'ping': lambda self: 1})).remote(); ray.get(a.ping.remote()); print('HOLDING', flush=True); "
@@ -103,15 +111,15 @@ def test_a_second_submission_while_one_runs_is_refused_and_stop_ends_it(head, cl
         while "HOLDING" not in client.get_job_logs(blocker):
             assert time.monotonic() < deadline and str(client.get_job_status(blocker).value) in ("PENDING", "RUNNING")
             time.sleep(1)
-        first = forge(head, "submit", "demo", "-c", str(demo_config_at), "--address", head.dashboard_url,
-                      "--no-wait", "--", "--scale", "0.05")
+        first = forge(head, "submit", "prepare", "-c", str(demo_config_at), "--address", head.dashboard_url,
+                      "--no-wait")
         assert first.returncode == 0, first.stderr[-3000:]
         sid = submission_id(first.stdout)
         jobs_before = len(client.list_jobs())
 
-        second = forge(head, "submit", "demo", "-c", str(demo_config_at), "--address", head.dashboard_url)
+        second = forge(head, "submit", "prepare", "-c", str(demo_config_at), "--address", head.dashboard_url)
         assert second.returncode == 1
-        assert "demo/demo is already" in second.stderr and sid in second.stderr
+        assert "demo/prepare is already" in second.stderr and sid in second.stderr
         assert "Traceback" not in second.stderr
         assert len(client.list_jobs()) == jobs_before  # no job started
 
