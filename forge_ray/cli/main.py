@@ -6,6 +6,7 @@
     forge train -c jobs/configs/demo.yaml [--dry-run]
     forge export -c jobs/configs/demo.yaml --run RUN
     forge dataset show ./forge_data/demo/datasets/demo
+    forge mixture -c jobs/configs/demo.yaml [--json]
     forge eval -c jobs/configs/demo.yaml [--version V]
     forge submit pipeline -c jobs/configs/demo.yaml --address http://HEAD:8265
     forge jobs list | logs JOB | stop JOB
@@ -23,7 +24,7 @@ import argparse
 import sys
 
 from forge_ray import __version__
-from forge_ray.cli import dataset, demo, jobs, prepare, status, submit, train, validate
+from forge_ray.cli import dataset, demo, jobs, mixture, prepare, status, submit, train, validate
 from forge_ray.cli import eval as eval_command
 from forge_ray.cli import registry as registry_command
 from forge_ray.cli import serve as serve_command
@@ -31,7 +32,7 @@ from forge_ray.cli.common import setup_logging
 from forge_ray.errors import ForgeError
 
 # Each subcommand module has `register(subparsers)`; later rooms add theirs here.
-COMMANDS = [validate, demo, submit, jobs, status, eval_command, prepare, dataset, serve_command, registry_command, train]
+COMMANDS = [validate, demo, submit, jobs, status, eval_command, prepare, dataset, serve_command, registry_command, train, mixture]
 
 
 def build_parser() -> argparse.ArgumentParser:
