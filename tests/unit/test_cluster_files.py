@@ -183,7 +183,7 @@ def test_rayjob_manifest_runs_the_pipeline_on_an_autoscaling_cluster():
     assert spec["submissionMode"] in ("K8sJobMode", "HTTPMode", "InteractiveMode")
     # The entrypoint is the job as `ray job submit` runs it, with a forge file that validates.
     argv = shlex.split(spec["entrypoint"])
-    assert argv[:4] == ["python", "-m", "jobs.pipeline", "--config"]
+    assert argv[:4] == ["python", "-m", "jobs.pipeline", "--config"] and (REPO / "jobs" / "pipeline.py").is_file()
     overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
     load_config(REPO / argv[4], overrides)
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
