@@ -83,7 +83,7 @@ class MemorisationConfig(Section):
     context_chars: int = Field(
         200, ge=0, description="Characters of the record before the prefix used as context, in characters."
     )
-    max_tokens: int = Field(24, ge=1, description="Tokens generated (greedy) after each prompt.")
+    max_tokens: int = Field(32, ge=1, description="Tokens generated (greedy) after each prompt.")
 
 
 class GateConfig(Section):
