@@ -42,6 +42,9 @@ def connect(
     log.info("starting a local Ray cluster (%d logical CPUs)", num_cpus)
     _bind_loopback()
     return ray.init(
+        # "local": always a new cluster; with None Ray would join whatever `ray start` last
+        # started on this machine.
+        address="local",
         num_cpus=num_cpus,
         object_store_memory=object_store_mb << 20,
         include_dashboard=include_dashboard,
