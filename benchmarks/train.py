@@ -1,0 +1,195 @@
+"""Training benchmarks: forge's Ray Train + DeepSpeed path against a plain PyTorch loop, MoE against
+dense, recovery from a killed worker, and dry-run figures of a ~1B dense and a small MoE config.
+
+    .venv/bin/python benchmarks/train.py [--quick]
+
+1. tokens/s of `run_training` with 1 worker (Ray Train, DeepSpeed ZeRO 2, the mixture stream)
+   against a single-process `torch.optim.AdamW` loop over the same model, batches (pre-loaded in
+   memory) and thread count, in the same run. Goal >= 0.9.
+2. step time of an MoE model (8 experts, top-2, DeepSpeed-MoE) against a dense model with the same
+   active parameters (dense FFN width = 2 x expert width), both through the forge path. Goal <= 1.5.
+3. (full run only) recovery: tests/integration/train_elastic_job.py kills a worker process of a
+   2-worker run on a multi-node local cluster; seconds from the kill to the next completed step
+   (goal <= 60) and steps lost (goal <= the checkpoint interval), then the 2 -> 1 -> 2 resize.
+4. dry-run figures (parameters, FLOPs per token, memory per worker): no GPU here, so no MFU.
+
+Writes benchmarks/results/train.json (train.quick.json with --quick); the last line is the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import forge_ray  # noqa: E402,F401  (offline environment)
+from forge_ray.offline import OFFLINE_ENV  # noqa: E402
+
+THREADS, SEQ, MICRO, GLOBAL = 2, 256, 4, 8
+ARCH = dict(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, max_seq_len=SEQ)
+DENSE_FFN, EXPERT_FFN = 1024, 512
+
+
+def forge_config(root: str, family: str, steps: int):
+    from forge_ray.config import ForgeConfig
+
+    src = {"uri": "/unused", "format": "jsonl", "license": "MIT", "sensitivity": "public"}
+    model = {"name": f"bench-{family}", "family": family, **ARCH,
+             "ffn_hidden_size": DENSE_FFN if family == "dense" else EXPERT_FFN,
+             "moe": {"num_experts": 8, "top_k": 2}}
+    return ForgeConfig.model_validate({
+        "project": {"name": "bench", "storage_root": root},
+        "data": {"sources": [{"name": "docs", **src}, {"name": "code", **src}]},
+        "mixture": {"weights": {"docs": 0.5, "code": 0.5}},
+        "model": model,
+        "train": {"steps": steps, "run_name": f"bench-{family}-{int(time.time())}", "min_workers": 1,
+                  "max_workers": 1, "cpus_per_worker": 1, "torch_threads": THREADS, "micro_batch_size": MICRO,
+                  "global_batch_size": GLOBAL, "checkpoint_every": 10_000, "warmup_steps": 2,
+                  "tensorboard": False, "export": False},
+    })
+
+
+def steady(values: list[float], skip: int) -> float:
+    return statistics.median(values[skip:])
+
+
+def forge_run(root, dataset, family: str, steps: int) -> dict:
+    from forge_ray.train import run_training
+
+    result = run_training(forge_config(root, family, steps), dataset)
+    skip = min(3, steps // 3)
+    return {"tokens_per_s": steady([m["tokens_per_s"] for m in result.metrics], skip),
+            "step_time_s": steady([m["step_time_s"] for m in result.metrics], skip),
+            "data_wait_s": steady([m["data_wait_s"] for m in result.metrics], skip),
+            "final_loss": result.metrics[-1]["loss"], "wall_s": round(result.wall_s, 1), "plan": result.plan,
+            "model": result.model}
+
+
+def plain_loop(plan, model_cfg, steps: int) -> dict:
+    """The baseline: one process, torch AdamW, the same model, batches and threads."""
+    import torch
+
+    from forge_ray.data.mixture.reader import read_samples
+    from forge_ray.models import build_model
+    from forge_ray.train.engine import lr_at, optimizer_groups
+    from forge_ray.train.worker import lm_token_loss
+
+    torch.set_num_threads(THREADS)
+    cfg = forge_config("/tmp", model_cfg.family, steps).train
+    model = build_model(model_cfg, seed=0)
+    opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
+    batches = []
+    for k in range(steps):
+        src, rows = plan.batch(k)
+        s = read_samples(plan, src, rows)
+        batches.append({key: torch.as_tensor(s[key], dtype=torch.long) for key in ("input_ids", "position_ids")})
+    aux_coef = model_cfg.moe.aux_loss_coef if model_cfg.family == "moe" else 0.0
+    times = []
+    for k, b in enumerate(batches):
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(k, cfg)
+        for ids, pos in zip(b["input_ids"].split(MICRO), b["position_ids"].split(MICRO), strict=True):
+            out = model(ids, pos)
+            tok, mask = lm_token_loss(out.logits, ids, plan.pad_token_id)
+            loss = (tok * mask).sum() / mask.sum() + aux_coef * out.aux_loss
+            (loss / (GLOBAL // MICRO)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    skip = min(3, steps // 3)
+    return {"tokens_per_s": GLOBAL * SEQ / steady(times, skip), "step_time_s": steady(times, skip)}
+
+
+def recovery(out_dir: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(OFFLINE_ENV, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(REPO / "tests/integration/train_elastic_job.py"), out_dir, "120"],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    result = json.loads(Path(out_dir, "result.json").read_text())
+    if proc.returncode or result["error"]:
+        raise RuntimeError(f"elastic job failed: {result['error']}\n{proc.stderr[-3000:]}")
+    return {**result["events"], "checkpoint_every": result["checkpoint_every"], "wall_s": result["wall_s"]}
+
+
+def dry_runs() -> dict:
+    from forge_ray.config.train import TrainConfig
+    from forge_ray.models.dry_run import dry_run
+    from forge_ray.models.presets import preset
+
+    gpu = TrainConfig(min_workers=8, max_workers=8, micro_batch_size=4, global_batch_size=64, use_gpu=True)
+    out = {}
+    for name, seq in (("dense-1b", 2048), ("moe-small", 2048), ("llama-7b", 4096), ("mixtral-8x7b", 4096)):
+        out[name] = dry_run(preset(name), gpu, seq)
+    return out
+
+
+def main() -> None:
+    import ray
+
+    from forge_ray.cluster import _bind_loopback
+    from forge_ray.data.mixture.synthetic import write_synthetic_dataset
+    from forge_ray.storage import Storage
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer steps, no recovery scenario")
+    args = ap.parse_args()
+    steps = 8 if args.quick else 30
+    root = tempfile.mkdtemp(prefix="forge-bench-train-")
+    dataset = write_synthetic_dataset(Storage(root), "bench", {"docs": 200, "code": 200}, seq_len=SEQ)
+    _bind_loopback()
+    ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(OFFLINE_ENV)})
+    try:
+        dense = forge_run(root, dataset, "dense", steps)
+        moe = forge_run(root, dataset, "moe", steps)
+    finally:
+        ray.shutdown()
+    plain = plain_loop(dense["plan"], dense["model"], steps)
+    plain_moe = plain_loop(moe["plan"], moe["model"], steps)
+    from forge_ray.models.dry_run import model_size
+
+    active = {f: model_size(r["model"], SEQ).params_active for f, r in (("dense", dense), ("moe", moe))}
+    results = {
+        "setup": {"threads": THREADS, "seq_len": SEQ, "micro_batch": MICRO, "global_batch": GLOBAL, "steps": steps,
+                  "arch": ARCH, "dense_ffn": DENSE_FFN, "expert_ffn": EXPERT_FFN, "experts": 8, "top_k": 2,
+                  "active_params": active, "cpu_count": os.cpu_count(), "load_avg": os.getloadavg()},
+        "forge_dense": {k: v for k, v in dense.items() if k not in ("plan", "model")},
+        "forge_moe": {k: v for k, v in moe.items() if k not in ("plan", "model")},
+        "plain_dense": plain,
+        "plain_moe": plain_moe,
+        "ratio_forge_vs_plain_tokens_per_s": dense["tokens_per_s"] / plain["tokens_per_s"],
+        "ratio_forge_vs_plain_tokens_per_s_moe": moe["tokens_per_s"] / plain_moe["tokens_per_s"],
+        "ratio_moe_vs_dense_step_time": moe["step_time_s"] / dense["step_time_s"],
+        "dry_run": dry_runs(),
+    }
+    if not args.quick:
+        results["recovery"] = recovery(tempfile.mkdtemp(prefix="forge-bench-elastic-"))
+    name = "train.quick.json" if args.quick else "train.json"
+    (REPO / "benchmarks" / "results" / name).write_text(json.dumps(results, indent=2) + "\n")
+    for k in ("forge_dense", "plain_dense", "forge_moe", "plain_moe"):
+        r = results[k]
+        print(f"{k:12s} {r['tokens_per_s']:10,.0f} tok/s  step {r['step_time_s'] * 1e3:7.1f} ms")
+    for n, d in results["dry_run"].items():
+        print(f"dry run {n:13s} {d['params_total'] / 1e9:6.2f} B params ({d['params_active'] / 1e9:.2f} B active), "
+              f"{d['flops_per_token'] / 1e9:6.1f} GFLOP/token, {d['memory_gib_per_worker']['total']:7.1f} GiB/worker "
+              f"(8 GPUs, ZeRO 2, bf16)")
+    tail = (f"ratio forge/plain tokens/s {results['ratio_forge_vs_plain_tokens_per_s']:.3f} (goal >= 0.9), "
+            f"moe/dense step time {results['ratio_moe_vs_dense_step_time']:.3f} (goal <= 1.5)")
+    if "recovery" in results:
+        rec = results["recovery"]["kill"]
+        tail += f", recovery {rec['recovery_s']:.1f} s (goal <= 60), steps lost {rec['steps_lost']}"
+    print(tail)
+
+
+if __name__ == "__main__":
+    main()
