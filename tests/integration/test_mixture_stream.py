@@ -10,12 +10,13 @@ from forge_ray.data.mixture.synthetic import write_synthetic_dataset
 from forge_ray.storage import Storage
 
 
-def read_all(plan, world, micro, start=0):
+def read_all(plan, world, micro, start=0, eager=False):
     """{step: samples in global order} as `world` ranks read them, plus one micro batch to inspect."""
     steps: dict[int, list[int]] = {}
     example = None
     for rank in range(world):
         stream = TrainStream(plan, rank, world, micro, start_step=start)
+        stream = stream.start() if eager else stream
         for step, micro_batches in stream:
             assert len(micro_batches) == stream.accumulation
             for batch in micro_batches:
@@ -31,7 +32,7 @@ def test_stream_delivers_the_same_global_order_to_1_and_2_workers(ray_cluster, t
     ds = write_synthetic_dataset(Storage(str(tmp_path)), "mix", {"docs": 60, "code": 30, "tickets": 10}, seq_len=16)
     plan = build_plan(ds, MixtureConfig(weights={"docs": 0.5, "code": 0.3, "tickets": 0.2}), 8, total_steps=6)
     one, batch = read_all(plan, world=1, micro=4)
-    two, _ = read_all(plan, world=2, micro=2)
+    two, _ = read_all(plan, world=2, micro=2, eager=True)  # started early, read from its thread
     assert one == two == {k: list(range(8 * k, 8 * k + 8)) for k in range(6)}
     assert batch["input_ids"].shape == batch["position_ids"].shape == batch["labels"].shape == (4, 16)
     assert all(batch[k].dtype == torch.int64 for k in ("input_ids", "position_ids", "labels", "source", "sample"))

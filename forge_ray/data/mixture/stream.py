@@ -17,6 +17,8 @@ step and cuts each step into micro batches (zero-copy torch views).
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,6 +28,7 @@ from forge_ray.data.mixture.reader import read_samples
 from forge_ray.data.mixture.shares import MixtureError
 
 KEYS = ("input_ids", "position_ids", "labels", "source", "sample", "row")
+_END = object()
 
 
 def rank_slots(plan: MixturePlan, rank: int, world_size: int, step: int) -> dict[str, np.ndarray]:
@@ -96,6 +99,7 @@ class TrainStream:
         # reading is milliseconds per step: two tasks in flight keep ahead of any trainer, and
         # spawn no more worker processes than that to compete with it for cores
         self.read_concurrency = read_concurrency
+        self._ready: queue.Queue | None = None
 
     def __len__(self) -> int:
         return self.plan.total_steps - self.start_step
@@ -119,7 +123,33 @@ class TrainStream:
         ds.context.enable_progress_bars = False
         return ds
 
+    def start(self) -> TrainStream:
+        """Launch the pipeline now, in a background thread, so that its start-up (the first Ray
+        Data execution in a process takes seconds) overlaps the caller's own setup (model,
+        engine, checkpoint). Iterating afterwards reads what it has prefetched."""
+        if self._ready is None and len(self):
+            self._ready = queue.Queue(maxsize=max(1, self.prefetch_batches))
+            threading.Thread(target=self._produce, name=f"train-stream-{self.rank}", daemon=True).start()
+        return self
+
+    def _produce(self) -> None:
+        try:
+            for item in self._steps():
+                self._ready.put(item)
+            self._ready.put(_END)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
+            self._ready.put(e)
+
     def __iter__(self) -> Iterator[tuple[int, list[dict]]]:
+        if self._ready is None:
+            yield from self._steps()
+            return
+        while (item := self._ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _steps(self) -> Iterator[tuple[int, list[dict]]]:
         if len(self) == 0:
             return
         local = self.plan.global_batch_size // self.world_size
