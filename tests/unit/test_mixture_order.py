@@ -139,3 +139,23 @@ def test_resolved_plan_is_reported_for_the_manifest_and_printed(dataset):
     assert report["datasets"] == [f"mix/{dataset.version}"]
     text = plan.summary()
     assert "tickets" in text and "max_epochs" in text and "50.0%" in text and plan.plan_id in text
+
+
+def test_continued_training_on_a_new_mix_reads_fresh_rows_first(dataset):
+    first = build_plan(dataset, WEIGHTS, global_batch_size=10, total_steps=20)  # 200 samples
+    new_mix = MixtureConfig(weights={"docs": 0.2, "code": 0.2, "tickets": 0.6}, seed=7)
+    second = build_plan(dataset, new_mix, global_batch_size=10, total_steps=20, continue_from=first.to_json())
+    report = second.to_json()
+    assert report["continues"] and [s["offset"] for s in report["sources"]] == [s.share.samples for s in first.source_plans]
+    # each source's rows in the second run pick up where the first run's stream stopped
+    longer = build_plan(dataset, WEIGHTS, global_batch_size=10, total_steps=200)
+    for src, sp in enumerate(second.source_plans):
+        taken = first.source_plans[src].share.samples
+        nxt = longer._rows(src, np.arange(taken, taken + sp.share.samples))
+        assert second._rows(src, np.arange(sp.share.samples)).tolist() == nxt.tolist(), sp.name
+    # tickets: 120 fresh rows of 700, none the first run read
+    seen_before = {row for (name, row) in first.planned_keys() if name == "tickets"}
+    seen_now = {row for (name, row) in second.planned_keys() if name == "tickets"}
+    assert len(seen_now) == 120 and not seen_now & seen_before
+    with pytest.raises(MixtureError, match="same mixture.seed"):
+        build_plan(dataset, new_mix.model_copy(update={"seed": 1}), 10, 20, continue_from=first.to_json())

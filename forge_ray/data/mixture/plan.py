@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ class PlanSource:
     dataset: Any = field(repr=False)  # the PreparedDataset it lives in (picklable)
     shard_uris: tuple[str, ...]
     shard_rows: tuple[int, ...]
+    offset: int = 0  # draws from this source's row stream taken by the runs this one continues
 
     @property
     def name(self) -> str:
@@ -71,7 +72,7 @@ class MixturePlan:
     def plan_id(self) -> str:
         """A short hash naming this exact order: a resumed run can check it reads the same plan."""
         parts = [self.config.model_dump_json(), self.global_batch_size, self.total_steps]
-        parts += [f"{s.dataset.dataset}/{s.dataset.version}/{s.name}" for s in self.source_plans]
+        parts += [f"{s.dataset.dataset}/{s.dataset.version}/{s.name}+{s.offset}" for s in self.source_plans]
         return f"{stable_int(*parts):016x}"[:12]
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,8 +112,8 @@ class MixturePlan:
 
     def _rows(self, src: int, draws: np.ndarray) -> np.ndarray:
         """Row of each draw index j of source `src` (epoch j // n, position j % n)."""
-        n = self.source_plans[src].share.sequences
-        epochs, pos = np.divmod(draws, n)
+        sp = self.source_plans[src]
+        epochs, pos = np.divmod(draws + sp.offset, sp.share.sequences)
         out = np.empty(len(draws), dtype=np.int64)
         for epoch in np.unique(epochs):
             where = epochs == epoch
@@ -150,6 +151,7 @@ class MixturePlan:
             "total_tokens": total * self.seq_len,
             "token_budget": self.config.token_budget,
             "datasets": sorted({f"{s.dataset.dataset}/{s.dataset.version}" for s in self.source_plans}),
+            "continues": any(s.offset for s in self.source_plans),
             "sources": [
                 {
                     "name": s.name,
@@ -162,6 +164,7 @@ class MixturePlan:
                     "epochs": round(s.share.epochs, 4),
                     "cap_samples": s.share.cap,
                     "capped_by": s.share.cap_reason,
+                    "offset": s.offset,
                 }
                 for s in self.source_plans
             ],
@@ -195,12 +198,16 @@ def build_plan(
     mixture_cfg: MixtureConfig,
     global_batch_size: int,
     total_steps: int | None = None,
+    continue_from: dict | None = None,
 ) -> MixturePlan:
     """Resolve the mixture over the train split of `dataset` and fix the global order.
 
     `dataset` is a PreparedDataset, or a list of them (sources prepared separately, e.g. a
     source added later, are mixed without rewriting anything); source names must be unique.
     `total_steps` may be omitted when `mixture_cfg.token_budget` is set.
+    `continue_from` is an earlier run's `plan.to_json()` (continued training, perhaps on a new
+    mix): each source that run read (same dataset version) continues its row stream where the
+    run left it, so the new run sees fresh rows first. Caps count this run's samples only.
     """
     datasets = _as_list(dataset)
     if not datasets:
@@ -234,11 +241,24 @@ def build_plan(
                 f"manifest says {share.sequences} sequences"
             )
         source_plans.append(PlanSource(share, ds, tuple(ds.shard_paths(share.name, SPLIT)), rows))
+    if continue_from is not None:
+        source_plans = _continued(source_plans, continue_from, mixture_cfg.seed)
     pads = {int(ds.manifest["tokenizer"]["pad_token_id"]) for ds in datasets}
     if len(pads) != 1:
         raise MixtureError(f"datasets mixed in one plan must share a tokenizer; pad ids {sorted(pads)}")
     cum = batch_quotas(np.array([s.samples for s in shares]), global_batch_size, total_steps)
     return MixturePlan(mixture_cfg, global_batch_size, total_steps, seq_len, pads.pop(), source_plans, cum)
+
+
+def _continued(source_plans: list[PlanSource], previous: dict, seed: int) -> list[PlanSource]:
+    """Offset each source's row stream by what the previous plan (and those it continued) drew."""
+    if previous.get("seed") != seed:
+        raise MixtureError(
+            f"continue with the same mixture.seed as plan {previous.get('plan_id')} "
+            f"({previous.get('seed')}, this one {seed}): the seed orders each source's rows"
+        )
+    before = {(s["name"], s["dataset"], s["version"]): s.get("offset", 0) + s["samples"] for s in previous["sources"]}
+    return [replace(sp, offset=before.get((sp.name, sp.dataset.dataset, sp.dataset.version), 0)) for sp in source_plans]
 
 
 def _steps(cfg: MixtureConfig, batch: int, steps: int | None, seq_len: int) -> int:
