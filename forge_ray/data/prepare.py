@@ -35,8 +35,10 @@ from forge_ray.data.dataset import (
     write_latest,
 )
 from forge_ray.data.manifest import build_counts, summary_line
+from forge_ray.data.outputs import write_side_outputs
 from forge_ray.data.pack import Packer
 from forge_ray.data.read import plan_source, unit_dict
+from forge_ray.data.tokenizer import build_tokenizer
 from forge_ray.data.validate import Validator
 from forge_ray.errors import ConfigError
 from forge_ray.storage import Storage
@@ -152,7 +154,7 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
     dups = _duplicates(scanned, parts) if (cfg.dedup.exact or cfg.dedup.near) else {}
     clock.lap(f"dedup ({len(dups)} duplicates)")
     counts, forced = _outcomes(scanned, dups, names)
-    _write_side_outputs(scanned, fs, out, names)
+    write_side_outputs(scanned, fs, out, names)
     clock.lap("counts, quarantine, restricted")
     final = scanned.map_batches(stages.finalize_stage, batch_format="pyarrow",
                                 fn_kwargs={"dups": dups, "eval_fraction": cfg.eval_fraction,
@@ -160,7 +162,8 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
 
     kept = final.filter(expr=col("outcome").is_in(list(stages.LIVE)))
     tok_dir = posixpath.join(out, TOKENIZER_DIR)
-    tokenizer, tok_json = _tokenizer(config, kept, fs, tok_dir)
+    train_text = kept.filter(expr=col("split") == "train").select_columns(["text"])
+    tokenizer, tok_json = build_tokenizer(train_text, cfg.tokenizer, cfg.pii, fs, tok_dir)
     clock.lap(f"tokenizer ({cfg.tokenizer.mode}, {tokenizer['vocab_size']} tokens)")
 
     packers = {(s, sp): Packer(fs, out, s, sp, seq_len=cfg.seq_len, eos_id=tokenizer["eos_token_id"],
@@ -242,72 +245,6 @@ def _outcomes(scanned, dups: dict[int, str], names: list[str]) -> tuple[dict, di
     return build_counts(rows, names), forced
 
 
-def _write_side_outputs(scanned, fs, out: str, names: list[str]) -> None:
-    """quarantine/<source>.jsonl and restricted/<source>.jsonl, in input order (every source has both)."""
-    from ray.data.expressions import col
-
-    side = scanned.filter(expr=(col("outcome") == "quarantined") | (col("reason") == stages.ROUTED))
-    lines = {(kind, s): [] for kind in ("quarantine", "restricted") for s in names}
-    for r in side.select_columns(["source", "id", "position", "meta", "outcome", "reason", "raw", "pii"]).iter_rows():
-        meta = json.loads(r["meta"])
-        if r["outcome"] == "quarantined":
-            rec = {"reason": r["reason"], "position": r["position"], "id": r["id"], "raw": r["raw"], "meta": meta}
-            lines[("quarantine", r["source"])].append(rec)
-        else:
-            rec = {"id": r["id"], "position": r["position"], "text": r["raw"], "pii": json.loads(r["pii"]), "meta": meta}
-            lines[("restricted", r["source"])].append(rec)
-    for (kind, source), recs in lines.items():
-        path = posixpath.join(out, kind, f"{source}.jsonl")
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with fs.open(path, "wb") as f:
-            f.write("".join(json.dumps(x, sort_keys=True) + "\n" for x in recs).encode())
-
-
-def _tokenizer(config: ForgeConfig, kept, fs, tok_dir: str) -> tuple[dict, str]:
-    """Train (a Ray task over the training split) or reuse the tokenizer; save it under `tok_dir`."""
-    import ray
-    from ray.data.expressions import col
-
-    cfg = config.prepare
-    train_text = kept.filter(expr=col("split") == "train").select_columns(["text"])
-    files = ray.get(_build_tokenizer.remote(train_text, cfg.tokenizer, cfg.pii))
-    fs.makedirs(tok_dir, exist_ok=True)
-    for name, data in sorted(files.items()):
-        with fs.open(posixpath.join(tok_dir, name), "wb") as f:
-            f.write(data)
-    import tempfile
-
-    from forge_ray.data.tokenizer import tokenizer_info
-
-    with tempfile.TemporaryDirectory() as local:
-        for name, data in files.items():
-            Path(local, name).write_bytes(data)
-        info = tokenizer_info(local)
-    return info, files["tokenizer.json"].decode()
-
-
-def _remote(fn):
-    import ray
-
-    return ray.remote(num_cpus=1)(fn)
-
-
-def _build_tokenizer_fn(train_text, tok_cfg, pii_cfg) -> dict[str, bytes]:
-    import os
-    import tempfile
-
-    from forge_ray.data.tokenizer import reuse_tokenizer, train_tokenizer
-
-    with tempfile.TemporaryDirectory() as d:
-        if tok_cfg.mode == "reuse":
-            reuse_tokenizer(tok_cfg, d)
-        else:
-            texts = (t for b in train_text.iter_batches(batch_format="pyarrow", batch_size=256)
-                     for t in b["text"].to_pylist())
-            train_tokenizer(texts, tok_cfg, pii_cfg, d, max_bytes=int(tok_cfg.max_train_mb * 1e6))
-        return {n: Path(d, n).read_bytes() for n in os.listdir(d)}
-
-
 class _Clock:
     """Logs one line per phase with its wall time."""
 
@@ -320,18 +257,3 @@ class _Clock:
         log.info("prepare: %-50s %6.1fs", what, now - self.t)
         self.laps[what.split(" (")[0]] = round(now - self.t, 2)
         self.t = now
-
-
-class _Lazy:
-    """`ray.remote` applied on first use, so importing this module does not import Ray."""
-
-    def __init__(self, fn):
-        self.fn, self._remote = fn, None
-
-    def remote(self, *args, **kwargs):
-        if self._remote is None:
-            self._remote = _remote(self.fn)
-        return self._remote.remote(*args, **kwargs)
-
-
-_build_tokenizer = _Lazy(_build_tokenizer_fn)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 from collections.abc import Iterable, Iterator
 
 from forge_ray.data.pii import PLACEHOLDERS, placeholder
@@ -128,3 +129,40 @@ def encoder(tokenizer_json: str):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_str(tokenizer_json)
+
+
+def build_tokenizer(train_text, cfg, pii_cfg, fs, out_dir: str) -> tuple[dict, str]:
+    """Train (in a Ray task that streams the training split) or reuse the tokenizer; write its
+    files to `out_dir` on `fs`. Returns (manifest entry, tokenizer JSON for the encoders)."""
+    import tempfile
+
+    import ray
+
+    files = ray.get(ray.remote(num_cpus=1)(_tokenizer_files).remote(train_text, cfg, pii_cfg))
+    fs.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory() as local:
+        for name, data in sorted(files.items()):
+            with fs.open(posixpath.join(out_dir, name), "wb") as f:
+                f.write(data)
+            with open(os.path.join(local, name), "wb") as f:
+                f.write(data)
+        info = tokenizer_info(local)
+    return info, files["tokenizer.json"].decode()
+
+
+def _tokenizer_files(train_text, cfg, pii_cfg) -> dict[str, bytes]:
+    """The Ray task: the tokenizer folder's files, by name."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        if cfg.mode == "reuse":
+            reuse_tokenizer(cfg, d)
+        else:
+            texts = (t for b in train_text.iter_batches(batch_format="pyarrow", batch_size=256)
+                     for t in b["text"].to_pylist())
+            train_tokenizer(texts, cfg, pii_cfg, d, max_bytes=int(cfg.max_train_mb * 1e6))
+        out = {}
+        for name in os.listdir(d):
+            with open(os.path.join(d, name), "rb") as f:
+                out[name] = f.read()
+        return out
