@@ -7,9 +7,10 @@
    p50 / p99 latency during the swap window against steady state. The baseline, in the same run
    and on the same app: a plain Serve redeploy (`serve.run` with changed deployment arguments,
    i.e. Serve's rolling update, which replaces the replica) to the next version, same figures.
-2. Throughput at 16 concurrent requests (64 tokens each, greedy, ignore nothing): tokens/s
-   through the endpoint (HTTP, auth, Serve routing) against the bare vLLM AsyncLLM engine on the
-   same model in this process; and bare vLLM against `transformers` generate (batch of 16).
+2. Throughput at 16 concurrent requests (64 tokens each, greedy): tokens/s through the endpoint
+   (HTTP, auth, Serve routing, one replica) against the bare vLLM AsyncLLM engine on the same
+   model in this process, alternated over several rounds (medians, since the machine is shared);
+   and bare vLLM against `transformers` generate (batch of 16).
 
 Writes benchmarks/results/serve.json; the last line is the endpoint / bare-vLLM throughput ratio.
 """
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -111,26 +113,41 @@ def endpoint_throughput(base_url: str, n: int, tokens: int) -> float:
     return total / (time.perf_counter() - t)
 
 
-def bare_vllm_throughput(path: str, n: int, tokens: int) -> float:
-    from forge_ray.config.serve import EngineConfig
-    from forge_ray.serve import engine as eng
+class BareEngine:
+    """The same vLLM AsyncLLM the replicas run, in this process, on an event loop in a thread."""
 
-    async def main():
-        loaded = await eng.start_engine("v", {"architecture": "", "files": {}}, path, EngineConfig())
-        ids = list(loaded.tokenizer(PROMPT)["input_ids"])
+    def __init__(self, path: str):
+        import threading
+
+        from forge_ray.config.serve import EngineConfig
+        from forge_ray.serve import engine as eng
+
+        self.eng = eng
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.loaded = self._run(eng.start_engine("v", {"architecture": "", "files": {}}, path, EngineConfig()))
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def throughput(self, n: int, tokens: int) -> float:
+        ids = list(self.loaded.tokenizer(PROMPT)["input_ids"])
         sampling = {"max_tokens": tokens, "temperature": 0.0}
 
         async def one():
-            return sum([len(o.outputs[0].token_ids) async for o in eng.stream(loaded.engine, ids, sampling)])
+            return sum([len(o.outputs[0].token_ids) async for o in self.eng.stream(self.loaded.engine, ids, sampling)])
 
-        await asyncio.gather(*[one() for _ in range(n)])
-        t = time.perf_counter()
-        total = sum(await asyncio.gather(*[one() for _ in range(n)]))
-        rate = total / (time.perf_counter() - t)
-        eng.shutdown(loaded)
-        return rate
+        async def batch():
+            t = time.perf_counter()
+            total = sum(await asyncio.gather(*[one() for _ in range(n)]))
+            return total / (time.perf_counter() - t)
 
-    return asyncio.run(main())
+        self._run(batch())                                 # warm up
+        return self._run(batch())
+
+    def close(self) -> None:
+        self.eng.shutdown(self.loaded)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def transformers_throughput(path: str, n: int, tokens: int) -> float:
@@ -155,23 +172,33 @@ def main() -> None:
     tokens = 32 if args.quick else 64
     import ray
 
-    from forge_ray.cluster import connect
+    from forge_ray.cluster import _bind_loopback
+    from forge_ray.offline import OFFLINE_ENV
 
     with tempfile.TemporaryDirectory() as root:
         for v, seed in [("v1", 1), ("v2", 2), ("v3", 3)]:
             publish_tiny(root, "bench", v, "dense", seed, layers=4, hidden=512)
         Path(root, "keys").write_text(KEY + "\n")
         Registry(root, "bench").promote("v1")
-        connect(num_cpus=8)
+        # A cluster of its own (address="local"): plain ray.init() joins any cluster another
+        # process started on this machine, and the figures must not share one.
+        _bind_loopback()
+        ray.init(address="local", num_cpus=8, include_dashboard=False, runtime_env={"env_vars": OFFLINE_ENV})
         swap, redeploy = bench_swaps(root, args.quick)
         print(f"hot swap (in place) : {swap}")
         print(f"plain redeploy      : {redeploy}")
 
         ep = start_serving(make_config(root, 0.5))       # serves v3, the promoted version now
-        served = endpoint_throughput(ep.base_url, 16, tokens)
-        stop_serving(ep)
         path = Registry(root, "bench").version_path("v3")
-        bare = bare_vllm_throughput(path, 16, tokens)
+        bare_engine = BareEngine(path)
+        # Alternate the two, several rounds, medians: the machine's load changes under us.
+        rounds = [(endpoint_throughput(ep.base_url, 16, tokens), bare_engine.throughput(16, tokens))
+                  for _ in range(2 if args.quick else 4)]
+        bare_engine.close()
+        stop_serving(ep)
+        served = statistics.median(r[0] for r in rounds)
+        bare = statistics.median(r[1] for r in rounds)
+        print(f"rounds (endpoint, bare) tokens/s: {[(round(a), round(b)) for a, b in rounds]}")
         hf = transformers_throughput(path, 16, tokens)
         ray.shutdown()
     result = {
@@ -179,6 +206,7 @@ def main() -> None:
         "replicas": 1, "clients_during_swap": 8, "concurrency_throughput": 16, "tokens_per_request": tokens,
         "quick": args.quick, "swap_in_place": swap, "plain_redeploy": redeploy,
         "tokens_per_s": {"endpoint": round(served, 1), "bare_vllm": round(bare, 1), "transformers": round(hf, 1)},
+        "throughput_rounds": [[round(a, 1), round(b, 1)] for a, b in rounds],
         "ratio_endpoint_over_bare_vllm": round(served / bare, 3),
         "ratio_vllm_over_transformers": round(bare / hf, 3),
     }
