@@ -6,6 +6,7 @@
 Every failure a user can fix is a `ForgeError` with one clear line: an address that does not
 answer (checked with a short TCP connect first; Ray's own client has no timeout and would hang
 on an unroutable host), a cluster that wants a token we do not have, a job that does not exist.
+Every request carries the cluster's token when one is configured (see `job_client`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlparse
 
@@ -68,35 +70,37 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def _use_token_if_available() -> None:
-    """Send the cluster's token when one is configured (RAY_AUTH_TOKEN[_PATH], ~/.ray/auth_token).
-
-    Ray 2.60 starts clusters with token auth when a token exists; its client only sends the token
-    when RAY_AUTH_MODE=token. An explicit RAY_AUTH_MODE is respected.
-    """
+def read_token() -> str | None:
+    """The cluster token, where Ray looks for it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # a Ray without token auth
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def job_client(address: str | None = None):
-    """A `JobSubmissionClient` for the cluster, or ClusterUnreachable with the reason."""
+    """A `JobSubmissionClient` for the cluster, or ClusterUnreachable with the reason.
+
+    Ray 2.60 starts clusters with token auth whenever a token exists, and its client sends the
+    token only with RAY_AUTH_MODE=token. We send it as a header whenever one is configured (a
+    cluster without auth ignores it), without touching Ray's process-wide auth settings.
+    """
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     address = resolve_address(address)
     check_reachable(address)
-    _use_token_if_available()
+    token = read_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        return JobSubmissionClient(address)
+        return JobSubmissionClient(address, headers=headers)
     except AuthenticationError:
         raise ClusterUnreachable(
-            f"the cluster at {address} requires a token: set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH "
-            "(the head's ~/.ray/auth_token)"
+            f"the cluster at {address} refused our token or wants one: set RAY_AUTH_TOKEN or "
+            "RAY_AUTH_TOKEN_PATH (the head's ~/.ray/auth_token)"
         ) from None
     except (ConnectionError, RuntimeError) as e:
         raise ClusterUnreachable(f"{address} is not a Ray job API: {str(e).splitlines()[0]}") from None

@@ -3,8 +3,8 @@
     info = cluster_status(job_client(address), config=None)   # a plain dict
     print(format_status(info))
 
-Resources come from the dashboard's cluster status (used / total per resource, as `ray status`
-shows them) and Ray's state API (nodes); Serve applications from Serve's REST API (the one
+Resources come from the dashboard's node summary and cluster status (used / total per resource,
+as `ray status` shows them); Serve applications from Serve's REST API (the one
 KubeRay's RayService reads). The served version needs the forge file (`-c FILE`): the registry's
 promoted pointer names the version the endpoint is meant to serve. Each part that cannot be read
 is reported as unavailable rather than failing the whole command.
@@ -27,26 +27,28 @@ def _get_json(client, path: str) -> dict:
     return r.json()
 
 
-def resources(client) -> dict[str, Any]:
-    """Nodes alive and, per resource, [used, total]."""
-    from ray.util.state import list_nodes
+def _resource_name(key: str) -> str:
+    return {"objectStoreMemory": "object_store_memory"}.get(key, key)
 
-    nodes = [n for n in list_nodes(address=client.get_address()) if n.state == "ALIVE"]
+
+def resources(client) -> dict[str, Any]:
+    """Nodes alive (the dashboard's node summary) and, per resource, [used, total]."""
+    summary = _get_json(client, "/nodes?view=summary")["data"]["summary"]
+    nodes = [n for n in summary if (n.get("raylet") or {}).get("state") == "ALIVE"]
     totals: dict[str, float] = {}
     for node in nodes:
-        for key, value in (node.resources_total or {}).items():
-            totals[key] = totals.get(key, 0.0) + value
+        for key, value in (node["raylet"].get("resourcesTotal") or {}).items():
+            totals[_resource_name(key)] = totals.get(_resource_name(key), 0.0) + value
     usage = {key: [0.0, totals[key]] for key in SHOWN if key in totals}
     try:
         report = _get_json(client, "/api/cluster_status")["data"]["clusterStatus"]["loadMetricsReport"]
         for key, pair in (report.get("usage") or {}).items():
-            name = {"objectStoreMemory": "object_store_memory"}.get(key, key)
-            if name in SHOWN:
-                usage[name] = [float(pair[0]), float(pair[1])]
+            if _resource_name(key) in SHOWN:
+                usage[_resource_name(key)] = [float(pair[0]), float(pair[1])]
     except Exception:  # noqa: BLE001 - usage is a nicety; totals are still right
         pass
     return {
-        "nodes": [{"ip": n.node_ip, "head": bool(n.is_head_node)} for n in nodes],
+        "nodes": [{"ip": n.get("ip"), "head": bool(n["raylet"].get("isHeadNode"))} for n in nodes],
         "usage": usage,
     }
 

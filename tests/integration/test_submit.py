@@ -34,8 +34,7 @@ def head():
 
 @pytest.fixture
 def client(head, monkeypatch):
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-        monkeypatch.setenv(key, head.env[key])
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", head.env["RAY_AUTH_TOKEN_PATH"])  # forge sends the token
     return job_client(head.dashboard_url)
 
 
@@ -54,7 +53,7 @@ def sets(*items: str) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
-def test_ray_job_submit_runs_a_job_from_the_repo_root(head, client, small_corpora, tmp_path):
+def test_ray_job_submit_then_forge_submit_of_the_same_job_finds_its_output(head, client, small_corpora, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(small_corpora[0], root)
     cmd = [f"{head.bin_dir}/ray", "job", "submit", "--address", head.dashboard_url,
@@ -64,20 +63,25 @@ def test_ray_job_submit_runs_a_job_from_the_repo_root(head, client, small_corpor
     out = subprocess.run(cmd, cwd=REPO, env=head.env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert DONE in out.stdout
-    assert (root / "datasets" / "demo" / "LATEST").is_file()  # written under the storage root it was given
+    latest = root / "datasets" / "demo" / "LATEST"
+    assert latest.is_file()  # written under the storage root it was given
+    version = latest.read_text().strip()
     job = next(j for j in client.list_jobs() if "jobs.prepare" in j.entrypoint and str(root) in j.entrypoint)
     assert str(job.status.value) == "SUCCEEDED"
     assert job.runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"
 
-
-def test_forge_submit_validates_runs_and_lists_the_job(head, client, demo_config_at):
-    # A forge file outside the checkout travels inline with the job.
-    out = forge(head, "submit", "prepare", "-c", str(demo_config_at), *sets(*SMALL), "--address", head.dashboard_url)
+    # The same job through forge, with a forge file outside the checkout (it travels inline):
+    # it runs on the cluster, finds the dataset it made before, and makes nothing new.
+    config = tmp_path / "mine.yaml"
+    config.write_text((REPO / "jobs" / "configs" / "demo.yaml").read_text()
+                      .replace("storage_root: ./forge_data/demo", f"storage_root: {root}"))
+    out = forge(head, "submit", "prepare", "-c", str(config), *sets(*SMALL), "--address", head.dashboard_url)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     sid = submission_id(out.stdout)
     assert re.fullmatch(r"forge-demo-prepare-\d+", sid)
-    assert DONE in out.stdout and f"{sid} SUCCEEDED" in out.stdout
-    assert (demo_config_at.parent / "root" / "datasets" / "demo" / "LATEST").is_file()
+    assert f"{sid} SUCCEEDED" in out.stdout and DONE in out.stdout
+    assert f"version {version} is already complete" in out.stdout
+    assert sorted(p.name for p in (root / "datasets" / "demo").iterdir()) == sorted(["LATEST", version])
     info = client.get_job_info(sid)
     assert info.metadata["forge_project"] == "demo" and info.metadata["forge_job"] == "prepare"
     assert info.entrypoint.endswith('python -m jobs.prepare --config "$cfg" ' + " ".join(sets(*SMALL)))
@@ -86,7 +90,7 @@ def test_forge_submit_validates_runs_and_lists_the_job(head, client, demo_config
     row = next(line for line in listed.stdout.splitlines() if line.startswith(sid))
     assert "SUCCEEDED" in row and "demo/prepare" in row
     logs = forge(head, "jobs", "logs", "prepare", "--address", head.dashboard_url)  # a name: its newest job
-    assert logs.returncode == 0 and DONE in logs.stdout
+    assert logs.returncode == 0 and f"version {version} is already complete" in logs.stdout
 
 
 def test_job_upload_is_the_checkout_without_venv_git_or_data(head, client):
