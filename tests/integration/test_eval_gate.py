@@ -8,7 +8,9 @@ import json
 import os
 
 import torch
+import yaml
 
+from forge_ray.cli.main import main
 from forge_ray.config import load_config
 from forge_ray.eval import evaluate_and_gate, format_report
 from forge_ray.registry import Registry
@@ -19,18 +21,22 @@ from tests.integration import eval_tiny
 MODEL = "eval-gate"
 
 
-def gate_config(root):
-    return load_config(DEMO_CONFIG, overrides=[
-        f"project.storage_root={root}", f"model.name={MODEL}", "eval.suites=[]",
-        "eval.memorisation.enabled=false", "eval.perplexity.max_sequences=24",
-        "eval.perplexity.sequences_per_task=8", "eval.perplexity.workers=2",
-        "eval.gate.max_perplexity_regression_pct=5",
-    ])
+def gate_config(root, tmp_path):
+    """The demo forge file with KPI suites and canaries off: this test is about perplexity."""
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["project"]["storage_root"] = str(root)
+    raw["model"]["name"] = MODEL
+    raw["eval"].update(suites=[], memorisation={"enabled": False})
+    raw["eval"]["perplexity"].update(max_sequences=24, sequences_per_task=8, workers=2)
+    raw["eval"]["gate"]["max_perplexity_regression_pct"] = 5
+    path = tmp_path / "forge.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, load_config(path)
 
 
-def test_trained_is_promoted_worse_and_broken_are_rejected(prepared_dataset, tmp_path):
+def test_trained_is_promoted_worse_and_broken_are_rejected(prepared_dataset, tmp_path, capsys):
     root, ds = prepared_dataset
-    config, storage = gate_config(root), Storage(str(root))
+    (config_path, config), storage = gate_config(root, tmp_path), Storage(str(root))
     registry = Registry(storage, MODEL)
 
     untrained, tok = eval_tiny.build(ds, seed=0)
@@ -57,13 +63,15 @@ def test_trained_is_promoted_worse_and_broken_are_rejected(prepared_dataset, tmp
             if p.ndim == 2:
                 p.add_(torch.randn_like(p) * 0.05)
     eval_tiny.publish(storage, MODEL, "v3-worse", trained, tok, tmp_path)
-    third = evaluate_and_gate(config, "v3-worse")
+    capsys.readouterr()
+    assert main(["eval", "-c", str(config_path), "--version", "v3-worse"]) == 1  # `forge eval`: 1 = rejected
+    assert "[FAIL] max_perplexity_regression_pct" in capsys.readouterr().out
+    third = registry.report("v3-worse", "eval")
     assert third["gate"]["decision"] == "reject"
     assert [r["rule"] for r in third["gate"]["rules"] if not r["passed"]] == ["max_perplexity_regression_pct"]
     assert "vs promoted v2-trained" in third["gate"]["reasons"][0]
     assert registry.state("v3-worse") == "rejected" and registry.promoted() == "v2-trained"
     assert "max_perplexity_regression_pct" in registry.get("v3-worse").history[-1]["reason"]
-    assert registry.report("v3-worse", "eval")["gate"]["decision"] == "reject"
 
     # A version that cannot load: weights that are not safetensors (checksums match: it was
     # published like that), so only loading it finds the problem.
@@ -74,7 +82,8 @@ def test_trained_is_promoted_worse_and_broken_are_rejected(prepared_dataset, tmp
     publish_version(storage, MODEL, "v4-broken", folder, {"code_version": "test", "canaries": []})
     before = {v: registry.state(v) for v in registry.versions() if v != "v4-broken"}
     pointer = registry.pointer()
-    fourth = evaluate_and_gate(config, "v4-broken")
+    assert main(["eval", "-c", str(config_path)]) == 1  # the newest candidate: v4-broken
+    fourth = registry.report("v4-broken", "eval")
     assert fourth["gate"]["decision"] == "reject" and fourth["error"]
     assert [r["rule"] for r in fourth["gate"]["rules"]] == ["evaluation"]
     assert "does not load" in fourth["error"]
