@@ -28,6 +28,7 @@ class PerplexityConfig(Section):
         2, ge=1, description="Ray tasks in flight at once; each worker process loads the version once."
     )
     cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs each task reserves.")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each task reserves (0: score on CPU).")
     threads_per_worker: int = Field(1, ge=1, description="torch intra-op threads inside one task.")
 
 
@@ -58,6 +59,7 @@ class EngineConfig(Section):
         "float32", description="Weights dtype of the offline engine."
     )
     cpus: float = Field(1.0, gt=0, description="Logical CPUs the offline engine's Ray actor reserves.")
+    gpus: float = Field(0.0, ge=0, description="GPUs the offline engine's Ray actor reserves (0 on CPU clusters).")
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> EngineConfig:

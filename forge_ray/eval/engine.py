@@ -123,7 +123,7 @@ class OfflineEngine(Engine):
 
         super().__init__(tokenizer_dir, config.max_model_len)
         env = {"VLLM_CPU_KVCACHE_SPACE": f"{config.kv_cache_gib:g}", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-        actor = ray.remote(num_cpus=config.cpus)(_VLLMWorker)
+        actor = ray.remote(num_cpus=config.cpus, num_gpus=config.gpus)(_VLLMWorker)
         self._actor = actor.options(runtime_env={"env_vars": env}).remote(model_url, config.max_model_len, config.dtype)
         error = self._call("ready")
         if error:

@@ -28,7 +28,7 @@ def document_mask(position_ids_BT):
 
     seg_BT = torch.cumsum((position_ids_BT == 0).long(), dim=1)
     T = position_ids_BT.shape[1]
-    causal_TT = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    causal_TT = torch.tril(torch.ones(T, T, dtype=torch.bool, device=position_ids_BT.device))
     return ((seg_BT[:, :, None] == seg_BT[:, None, :]) & causal_TT)[:, None]
 
 
@@ -61,7 +61,8 @@ def _model(model_url: str, threads: int):
     if model_url not in _LOADED:
         _LOADED.clear()
         with local_model_dir(model_url) as path:
-            _LOADED[model_url] = load_hf_model(path)
+            device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when the task was given one
+            _LOADED[model_url] = load_hf_model(path).to(device)
     return _LOADED[model_url]
 
 
@@ -72,8 +73,8 @@ def score_unit(model_url: str, dataset, source: str, shard_uri: str, start: int,
 
     model = _model(model_url, threads)
     table = dataset.read_shard(shard_uri).slice(start, stop - start)
-    ids = torch.tensor(table.column("input_ids").to_pylist(), dtype=torch.long)
-    pos = torch.tensor(table.column("position_ids").to_pylist(), dtype=torch.long)
+    ids = torch.tensor(table.column("input_ids").to_pylist(), dtype=torch.long, device=model.device)
+    pos = torch.tensor(table.column("position_ids").to_pylist(), dtype=torch.long, device=model.device)
     nll, tokens = 0.0, 0
     for i in range(0, len(ids), batch_size):
         n, t = nll_sums(model, ids[i : i + batch_size], pos[i : i + batch_size], dataset.pad_token_id)
@@ -108,7 +109,7 @@ def perplexity_by_domain(model_url: str, dataset, config) -> dict[str, dict]:
             raise EvalError(f"dataset {dataset.dataset}/{dataset.version} has no eval sequences for {source!r}")
         units += [(source, *u) for u in mine]
     started = time.monotonic()
-    task = ray.remote(num_cpus=config.cpus_per_worker)(score_unit)
+    task = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(score_unit)
     dataset_ref = ray.put(dataset)
     pending, parts = [], []
     try:
