@@ -52,14 +52,15 @@ def train_loop(config: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as d, open(os.path.join(d, "cursor.json")) as f:
             start = json.load(f)["next_step"]
-    torch.manual_seed(0)
+    stream = TrainStream(plan, rank, world, MICRO, start_step=start, read_num_cpus=0.5).start()
+    torch.manual_seed(0)  # the stream's Ray Data start-up overlaps the DDP setup below
     model = ray.train.torch.prepare_model(
         torch.nn.Sequential(torch.nn.EmbeddingBag(512, 8), torch.nn.Linear(8, 1))
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     record = ConsumptionRecord(run_dir, rank=rank, world_size=world, start_step=start)
     hold = HOLD_AT.get((world, start == 0))
-    for step, micro_batches in TrainStream(plan, rank, world, MICRO, start_step=start, read_num_cpus=0.5):
+    for step, micro_batches in stream:
         opt.zero_grad()
         for batch in micro_batches:
             # the synthetic sequences carry their identity: token 0 = row, token 1 = source
@@ -111,7 +112,13 @@ def main(out_dir: str) -> None:
             "num_cpus": 1,
             "resources": {"head": 1},
             "include_dashboard": False,
-            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
+            # fast node-death detection; no idle worker processes prestarted on 3 nodes of 2 cores
+            "_system_config": {
+                "health_check_period_ms": 500,
+                "health_check_failure_threshold": 3,
+                "enable_worker_prestart": False,
+                "prestart_worker_first_driver": False,
+            },
         },
     )
     nodes = [cluster.add_node(num_cpus=2, resources={"w": 1}) for _ in range(2)]
