@@ -137,18 +137,17 @@ def dry_runs() -> dict:
 def main() -> None:
     import ray
 
-    from forge_ray.cluster import _bind_loopback
+    from forge_ray.cluster import connect
     from forge_ray.data.mixture.synthetic import write_synthetic_dataset
     from forge_ray.storage import Storage
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps, no recovery scenario")
     args = ap.parse_args()
-    steps = 8 if args.quick else 30
+    steps = 6 if args.quick else 10
     root = tempfile.mkdtemp(prefix="forge-bench-train-")
     dataset = write_synthetic_dataset(Storage(root), "bench", {"docs": 200, "code": 200}, seq_len=SEQ)
-    _bind_loopback()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": dict(OFFLINE_ENV)})
+    connect(num_cpus=4)
     try:
         dense = forge_run(root, dataset, "dense", steps)
         moe = forge_run(root, dataset, "moe", steps)

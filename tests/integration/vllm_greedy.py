@@ -12,7 +12,7 @@ import sys
 
 if __name__ == "__main__":
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    import forge_ray  # noqa: F401  (offline environment)
+    import forge_ray  # noqa: F401, I001  (offline environment first)
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
