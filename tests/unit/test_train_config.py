@@ -98,3 +98,21 @@ def test_vocabulary_comes_from_the_tokenizer_and_init_from_is_checked(tmp_path):
     missing = load_config(DEMO_CONFIG, [f"model.init_from={tmp_path}"])
     with pytest.raises(ConfigError, match="model.init_from: no config.json"):
         resolve_model(missing, FakeDataset(100))
+
+
+def test_forge_train_dry_run_prints_the_sizes(capsys):
+    from forge_ray.cli.main import main
+
+    assert main(["train", "-c", str(DEMO_CONFIG), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "moe model: 2.8 M parameters" in out and "memory per worker (2 workers, ZeRO 2, fp32)" in out
+    assert main(["train", "-c", str(DEMO_CONFIG), "--dry-run", "--preset", "llama-7b", "--workers", "1"]) == 0
+    assert "6,738.4 M parameters" in capsys.readouterr().out
+
+
+def test_forge_export_names_a_missing_run(tmp_path, capsys):
+    from forge_ray.cli.main import main
+
+    code = main(["export", "-c", str(DEMO_CONFIG), "--set", f"project.storage_root={tmp_path}", "--run", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no run 'nope'" in err and "Traceback" not in err
