@@ -59,14 +59,14 @@ def global_name(name: str, ep_rank: int, num_local: int) -> str:
 
 def _full(tensor_fn, name: str, p, ep_rank: int, ep_size: int, group, num_local: int) -> dict[str, torch.Tensor]:
     """One parameter's full tensor(s) under global names: experts are gathered over the EP group."""
-    t = tensor_fn(p).detach().float().cpu()
+    t = tensor_fn(p).detach().float()  # on the parameter's device: NCCL gathers CUDA tensors only
     if ep_size == 1 or not _EXPERT.match(name):
-        return {global_name(name, ep_rank, num_local): t}
+        return {global_name(name, ep_rank, num_local): t.cpu()}
     import torch.distributed as dist
 
     parts = [torch.empty_like(t) for _ in range(ep_size)]
     dist.all_gather(parts, t.contiguous(), group=group)
-    return {global_name(name, r, num_local): parts[r] for r in range(ep_size)}
+    return {global_name(name, r, num_local): parts[r].cpu() for r in range(ep_size)}
 
 
 def gather_full_state(engine, model) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

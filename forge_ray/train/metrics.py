@@ -56,7 +56,8 @@ class StepAccumulator:
         if self.experts is not None and counts is not None:
             self.experts += counts.detach().double().cpu()
 
-    def reduce(self, world_size: int) -> dict:
+    def reduce(self, world_size: int, device: torch.device | str = "cpu") -> dict:
+        """Sums over all ranks (`device`: where the collective runs, CUDA for NCCL)."""
         import torch.distributed as dist
 
         parts = [self.loss_sum, self.tokens, torch.tensor([float(self.micro)], dtype=torch.float64),
@@ -65,7 +66,9 @@ class StepAccumulator:
             parts.append(self.experts.flatten())
         flat = torch.cat(parts)
         if world_size > 1:
+            flat = flat.to(device)
             dist.all_reduce(flat)
+            flat = flat.cpu()
         i = 0
         out = {}
         for name, n in (("loss_sum", 2), ("tokens", 1), ("micro", 1), ("source_loss", len(self.source_loss)),

@@ -143,7 +143,7 @@ def _run_steps(job: WorkerJob, engine, optimizer, model, rank: int, world: int, 
             acc.add(tok_loss, mask, batch["source"], out.aux_loss, out.expert_counts)
         grad_norm = engine.get_global_grad_norm()
         consumed.add(step, micro_batches)
-        reduced = acc.reduce(world)
+        reduced = acc.reduce(world, device)
         step_time = time.perf_counter() - t0
         step_tokens = plan.global_batch_size * plan.seq_len
         tokens_seen += step_tokens
