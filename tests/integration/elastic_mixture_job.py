@@ -17,8 +17,10 @@ step-8 cursor). The step a worker was holding is consumed twice, but only its re
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -81,7 +83,7 @@ def train_loop(config: dict) -> None:
             ray.train.report({"step": step, "world_size": world}, checkpoint=ckpt)
 
 
-def wait_for(predicate, what: str, timeout: float = 150.0) -> None:
+def wait_for(predicate, what: str, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -106,9 +108,15 @@ def main(out_dir: str) -> None:
     plan = build_plan(ds, cfg, global_batch_size=GLOBAL_BATCH, total_steps=STEPS)
     run_dir = os.path.join(out_dir, "run")
 
+    # A temp dir of its own: Ray writes <temp_dir>/ray_current_cluster, and a bare ray.init()
+    # elsewhere on the machine (another test run) would otherwise attach to this cluster.
+    # Short, because Ray's socket paths live under it (Unix sockets allow ~107 characters).
+    temp_dir = tempfile.mkdtemp(prefix="fr-el-", dir="/tmp")
+    atexit.register(shutil.rmtree, temp_dir, True)  # after Ray's own exit handlers (LIFO)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
+            "temp_dir": temp_dir,
             "num_cpus": 1,
             "resources": {"head": 1},
             "include_dashboard": False,
@@ -158,7 +166,7 @@ def main(out_dir: str) -> None:
         wait_for(lambda: seen(1, 8, 1) or "error" in outcome, "1 worker at step 8")
         phases["one_worker_at_step_8_s"] = round(time.monotonic() - t0, 1)
         cluster.add_node(num_cpus=2, resources={"w": 1})
-        thread.join(timeout=150)
+        thread.join(timeout=180)
         phases["finished_s"] = round(time.monotonic() - t0, 1)
     finally:
         result: dict = {"phases": phases, "error": outcome.get("error"), "plan": plan.to_json()}
