@@ -10,7 +10,8 @@
 2. Throughput at 16 concurrent requests (64 tokens each, greedy): tokens/s through the endpoint
    (HTTP, auth, Serve routing, one replica) against the bare vLLM AsyncLLM engine on the same
    model in this process, alternated over several rounds (medians, since the machine is shared);
-   and bare vLLM against `transformers` generate (batch of 16).
+   and bare vLLM against `transformers` generate (batch of 16). Every engine runs with one
+   OpenMP thread, as a replica with `num_cpus: 1` does.
 
 Writes benchmarks/results/serve.json; the last line is the endpoint / bare-vLLM throughput ratio.
 """
@@ -123,6 +124,9 @@ class BareEngine:
         from forge_ray.serve import engine as eng
 
         self.eng = eng
+        # A Serve replica with num_cpus=1 runs with OMP_NUM_THREADS=1 (Ray sets it), and so does its
+        # engine; the bare engine gets the same, else it compares different thread counts.
+        os.environ["OMP_NUM_THREADS"] = "1"
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.loaded = self._run(eng.start_engine("v", {"architecture": "", "files": {}}, path, EngineConfig()))
@@ -154,6 +158,7 @@ def transformers_throughput(path: str, n: int, tokens: int) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.set_num_threads(1)                   # as the engines (see BareEngine)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     ids = torch.tensor([tok(PROMPT)["input_ids"]] * n)
