@@ -68,14 +68,14 @@ def evaluate_version(config: ForgeConfig, model_url: str, dataset, suites: list[
 
 def _baseline(config: ForgeConfig, registry, dataset) -> dict | None:
     """Perplexity of the promoted version on the same eval data: from its stored report if that
-    was measured on this dataset version with these settings, else measured now."""
+    was measured on this dataset version over as many sequences, else measured now."""
     promoted = registry.promoted()
     if promoted is None:
         return None
-    settings = config.eval.perplexity.model_dump()
     if REPORT_NAME in registry.get(promoted).reports:
         old = registry.report(promoted, REPORT_NAME)
-        if old.get("dataset", {}).get("version") == dataset.version and old.get("perplexity_settings") == settings:
+        same_rows = (old.get("perplexity_settings") or {}).get("max_sequences") == config.eval.perplexity.max_sequences
+        if old.get("dataset", {}).get("version") == dataset.version and same_rows:
             return {"version": promoted, "perplexity": old["perplexity"], "measured": "stored report"}
     log.info("measuring the promoted version %s on dataset %s for comparison", promoted, dataset.version)
     ppl = perplexity_by_domain(registry.get(promoted).url, dataset, config.eval.perplexity)
