@@ -139,7 +139,7 @@ class BareEngine:
         sampling = {"max_tokens": tokens, "temperature": 0.0}
 
         async def one():
-            return sum([len(o.outputs[0].token_ids) async for o in self.eng.stream(self.loaded.engine, ids, sampling)])
+            return sum([len(o.outputs[0].token_ids) async for o in self.eng.stream(self.loaded.engine, ids, sampling, final_only=True)])
 
         async def batch():
             t = time.perf_counter()

@@ -104,20 +104,22 @@ async def start_engine(version: str, manifest: dict, path: str, cfg: EngineConfi
     return loaded
 
 
-async def stream(engine, prompt_ids: list[int], sampling: dict) -> AsyncIterator:
-    """vLLM RequestOutputs (deltas) for one request."""
+async def stream(engine, prompt_ids: list[int], sampling: dict, final_only: bool = False) -> AsyncIterator:
+    """vLLM RequestOutputs for one request: deltas, or (final_only) one output with everything."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
 
-    params = SamplingParams(**sampling, output_kind=RequestOutputKind.DELTA)
+    kind = RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA
+    params = SamplingParams(**sampling, output_kind=kind)
     async for out in engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, uuid.uuid4().hex):
         yield out
 
 
 async def greedy(engine, prompt_ids: list[int], n: int) -> list[int]:
     tokens: list[int] = []
-    async for out in stream(engine, prompt_ids, {"temperature": 0.0, "max_tokens": n, "ignore_eos": True}):
+    sampling = {"temperature": 0.0, "max_tokens": n, "ignore_eos": True}
+    async for out in stream(engine, prompt_ids, sampling, final_only=True):
         tokens += out.outputs[0].token_ids
     return tokens
 

@@ -94,7 +94,7 @@ class Frontend:
         if req.model != self.model:
             raise BadRequest(f"unknown model {req.model!r}; this endpoint serves {self.model!r}",
                              param="model", code="model_not_found")
-        internal = {"kind": kind, "sampling": req.sampling(self.cfg.default_max_tokens)}
+        internal = {"kind": kind, "stream": req.stream, "sampling": req.sampling(self.cfg.default_max_tokens)}
         if kind == "chat":
             internal["messages"] = [m.model_dump() for m in req.messages]
         else:

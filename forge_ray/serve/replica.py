@@ -84,7 +84,8 @@ class ModelReplica:
                 yield {"type": "error", "status": e.status, "body": e.body()}
                 return
             yield {"type": "start", "version": loaded.version, "prompt_tokens": len(ids)}
-            async for out in eng.stream(loaded.engine, ids, req["sampling"]):
+            # A non-streamed request gets one event, not one per token through Serve.
+            async for out in eng.stream(loaded.engine, ids, req["sampling"], final_only=not req.get("stream")):
                 o = out.outputs[0]
                 yield {"type": "delta", "text": o.text, "token_ids": list(o.token_ids),
                        "finish_reason": o.finish_reason}

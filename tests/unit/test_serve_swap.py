@@ -58,7 +58,7 @@ def world(tmp_path, monkeypatch):
         ok = loaded.engine.weights == loaded.version and loaded.version not in bad
         return CanaryResult(ok, 1, [] if ok else [{"prompt": "p", "expected": [1], "got": [2]}])
 
-    async def stream(engine, ids, sampling):
+    async def stream(engine, ids, sampling, final_only=False):
         for _ in range(3):
             await asyncio.sleep(0.01)
             yield type("O", (), {"outputs": [type("C", (), {"text": engine.weights, "token_ids": [1],
