@@ -85,6 +85,12 @@ def _show(tag: str, outs: list[dict], say) -> None:
         say(f"      {tag:6s} [{out['version']}] {p!r} -> {out['text']!r}")
 
 
+def _replicas(config: ForgeConfig) -> int:
+    """Model replicas that must all serve a version before it counts as served."""
+    r = config.serve.replicas
+    return r.autoscaling.min_replicas if r.autoscaling else r.num_replicas
+
+
 def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | None = None,
                  keep_serving: bool = False, scale: float = 1.0, say=print) -> PipelineResult:
     """Run every stage on the cluster; returns what each round made and the completions shown."""
@@ -133,14 +139,14 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
             if endpoint is None:
                 endpoint = start_serving(config, address)
                 say(f"[serve] {endpoint.base_url} serves {config.model.name}/{version}")
-                wait_for_version(endpoint, version)
+                wait_for_version(endpoint, version, replicas=_replicas(config))
                 outs = _complete_all(endpoint, key)
                 _show("first", outs, say)
                 result.completions.append({"round": r + 1, "after": outs})
             else:
                 say(f"[serve] hot-loading {version} into the running endpoint ...")
                 _show("before", before, say)
-                wait_for_version(endpoint, version)
+                wait_for_version(endpoint, version, replicas=_replicas(config))
                 outs = _complete_all(endpoint, key)
                 _show("after", outs, say)
                 result.completions.append({"round": r + 1, "before": before, "after": outs})

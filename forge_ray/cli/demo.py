@@ -17,9 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--rounds", type=int, default=rounds,
                        help="training rounds (default: train.rounds" + (", at least 2 for the demo)" if rounds else ")"))
         p.add_argument("--keep-serving", action="store_true", help="leave the endpoint up at the end")
-        if name == "demo":
-            p.add_argument("--scale", type=float, default=1.0, help="size of the embedded corpora, (0, 1]")
-        p.set_defaults(func=run, scale=1.0)
+        p.add_argument("--scale", type=float, default=1.0,
+                       help="size of the embedded corpora when they are written, (0, 1] (default 1)")
+        p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

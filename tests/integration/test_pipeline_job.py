@@ -1,0 +1,37 @@
+"""Done-when of the operate issue: the pipeline job through `ray job submit` and `forge submit`, on a
+real head, inside a network namespace that has only loopback (nothing in the path needs the outside).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_pipeline_job_serves_a_completion_with_only_loopback(tmp_path):
+    assert shutil.which("unshare"), "util-linux `unshare` is needed for the loopback-only namespace"
+    out = tmp_path / "seen.json"
+    script = REPO / "tests" / "integration" / "pipeline_job_scenario.py"
+    # A new network namespace: only `lo`, brought up; no route to anything else.
+    cmd = ["unshare", "--net", "sh", "-c",
+           f"ip link set lo up && ip -o link show | grep -vq ' lo:' && exit 9; "
+           f"exec {sys.executable} {script} {out}"]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    seen = json.loads(out.read_text())
+
+    first = seen["ray_job_submit"]
+    assert first["rc"] == 0, first["tail"]
+    assert "[done] 1 round(s)" in first["tail"] and "promoted: demo-moe-r1-" in first["tail"], first["tail"]
+    c1 = seen["completion_1"]
+    assert c1["version"].startswith("demo-moe-r1-") and c1["text"].strip(), c1
+
+    again = seen["forge_submit"]
+    assert again["rc"] == 0, again["tail"]
+    assert "already finished" in again["tail"], again["tail"]  # found its outputs, trained nothing new
+    assert "training moe run" not in again["tail"]
+    assert seen["completion_2"]["version"] == c1["version"]
