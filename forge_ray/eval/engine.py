@@ -137,6 +137,8 @@ class OfflineEngine(Engine):
             return ray.get(getattr(self._actor, method).remote(*args))
         except ray.exceptions.RayActorError as e:
             raise EvalError(f"vLLM could not load or run the version: {_root_cause(e)}") from None
+        except ray.exceptions.RayTaskError as e:  # e.g. a request vLLM refuses
+            raise EvalError(f"vLLM failed in {method}: {type(e.cause).__name__}: {e.cause}") from None
 
     def _generate_ids(self, prompts, max_tokens, stop):
         return self._call("generate", prompts, max_tokens, stop)
