@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         manifest["files"] = f"{len(info.manifest.get('files', {}))} files, sha256 each"
         print(json.dumps({"state": info.state, "url": info.url, "history": info.history,
                           "reports": info.reports, "manifest": manifest}, indent=2))
+        if "eval" in info.reports:
+            from forge_ray.eval import format_report
+
+            print(format_report(reg.report(args.version, "eval")))
     elif args.action == "promote":
         p = reg.promote(args.version, reason=args.reason)
         print(f"{reg.model}: promoted {p.version} (generation {p.generation})")

@@ -72,6 +72,10 @@ def test_trained_is_promoted_worse_and_broken_are_rejected(prepared_dataset, tmp
     assert "vs promoted v2-trained" in third["gate"]["reasons"][0]
     assert registry.state("v3-worse") == "rejected" and registry.promoted() == "v2-trained"
     assert "max_perplexity_regression_pct" in registry.get("v3-worse").history[-1]["reason"]
+    capsys.readouterr()
+    assert main(["registry", "show", "-c", str(config_path), "v3-worse"]) == 0  # prints the eval report
+    shown = capsys.readouterr().out
+    assert "eval of " in shown and "REJECT" in shown and "[FAIL] max_perplexity_regression_pct" in shown
 
     # A version that cannot load: weights that are not safetensors (checksums match: it was
     # published like that), so only loading it finds the problem.
