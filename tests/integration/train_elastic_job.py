@@ -18,10 +18,13 @@ in a thread:
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -91,8 +94,13 @@ def main(out_dir: str, steps: int) -> None:
     dataset = write_synthetic_dataset(Storage(root), "syn", {"docs": 120, "code": 80}, seq_len=64)
     config = forge_config(root, steps)
     run_dir = Storage(root).path("runs", "elastic")
+    # A temp dir of its own (short: Ray's socket paths live under it): Ray writes
+    # <temp_dir>/ray_current_cluster there, so a bare ray.init() elsewhere on the machine does not
+    # attach to this cluster.
+    temp_dir = tempfile.mkdtemp(prefix="fr-te-", dir="/tmp")
+    atexit.register(shutil.rmtree, temp_dir, True)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": {"head": 1}, "include_dashboard": False,
+        "num_cpus": 2, "resources": {"head": 1}, "include_dashboard": False, "temp_dir": temp_dir,
         "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
     nodes = [cluster.add_node(num_cpus=2, resources={"w": 1}) for _ in range(2)]
     ray.init(address=cluster.address, runtime_env={"env_vars": dict(OFFLINE_ENV)})
