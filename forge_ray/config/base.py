@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -13,3 +15,12 @@ class Section(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
+def check_regex(pattern: str) -> str:
+    """A field validator body: the pattern as given, or a ValueError saying why it does not compile."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"regex does not compile: {e}") from None
+    return pattern

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from forge_ray.config.base import Section
+from forge_ray.config.base import Section, check_regex
 
 Policy = Literal["redact", "drop", "restrict"]
 ENTITY_NAME = r"^[A-Z][A-Z0-9_]{1,31}$"
@@ -23,11 +22,7 @@ class PatternConfig(Section):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, regex: str) -> str:
-        try:
-            re.compile(regex)
-        except re.error as e:
-            raise ValueError(f"not a valid regular expression: {e}") from None
-        return regex
+        return check_regex(regex)
 
 
 class DenyListConfig(Section):

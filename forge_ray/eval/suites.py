@@ -18,14 +18,13 @@ scorer, a regex that does not compile, a JSON schema that is not one, or a missi
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from forge_ray.config.base import Section
+from forge_ray.config.base import Section, check_regex
 from forge_ray.config.loader import field_path
 from forge_ray.errors import ConfigError
 
@@ -66,11 +65,7 @@ class RegexCase(_Generated):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ValueError(f"regex does not compile: {e}") from None
-        return pattern
+        return check_regex(pattern)
 
 
 class NumericCase(_Generated):
