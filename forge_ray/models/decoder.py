@@ -1,7 +1,8 @@
 """The decoder-only transformer, dense or Mixture-of-Experts, from a `ModelConfig`.
 
 - pre-norm blocks: x + attn(norm(x)), then x + mlp(norm(x))
-- MLP: SwiGLU, or a DeepSpeed-MoE layer (`deepspeed.moe.layer.MoE`, top-k >= 2 gate, SwiGLU experts)
+- MLP: SwiGLU, or a DeepSpeed-MoE layer (`deepspeed.moe.layer.MoE`, top-k >= 2 gate, SwiGLU experts
+  that skip the empty slots of their capacity buffer)
   every `moe.every_n_layers` layers
 - forward returns logits, the summed load-balancing loss and the tokens routed to each expert
 - parameter names follow HF Llama/Mixtral module names, so `forge_ray.models.hf` maps them 1:1
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from forge_ray.config.model import ModelConfig
-from forge_ray.models.layers import Attention, RMSNorm, Rotary, SwiGLU, document_mask
+from forge_ray.models.layers import Attention, ExpertSwiGLU, RMSNorm, Rotary, SwiGLU, document_mask
 
 
 @dataclass
@@ -40,7 +41,7 @@ class MoEMLP(nn.Module):
         self.num_experts = m.num_experts
         self.moe = MoE(
             hidden_size=cfg.hidden_size,
-            expert=SwiGLU(cfg.hidden_size, cfg.ffn_hidden_size),
+            expert=ExpertSwiGLU(cfg.hidden_size, cfg.ffn_hidden_size),
             num_experts=m.num_experts,
             ep_size=ep_size,
             k=m.top_k,

@@ -94,3 +94,26 @@ def test_memory_shrinks_with_zero_stage_world_size_and_expert_parallelism():
     figures = dry_run(cfg, TrainConfig(max_workers=8, micro_batch_size=1, global_batch_size=8,
                                        min_workers=8, use_gpu=True), 4096)
     assert figures["precision"] == "bf16" and figures["memory_gib_per_worker"]["total"] > 100
+
+
+def test_experts_skipping_empty_capacity_slots_compute_the_same_model(monkeypatch):
+    """Uneven routing pads most experts' buffers with zero rows, which the experts skip: logits and
+    every gradient must equal those of experts that compute the whole buffer."""
+    from forge_ray.models.layers import ExpertSwiGLU, SwiGLU
+
+    ids = torch.randint(0, 97, (3, 16), generator=torch.Generator().manual_seed(1))
+
+    def run():
+        m = build_model(tiny(family="moe"), seed=0)
+        out = m(ids)
+        (out.logits.logsumexp(-1).mean() + 0.01 * out.aux_loss).backward()
+        return out, {n: p.grad.clone() for n, p in m.named_parameters()}
+
+    skipping, grads = run()
+    assert int(skipping.expert_counts.max()) > int(skipping.expert_counts.min())  # buffers were padded
+    monkeypatch.setattr(ExpertSwiGLU, "forward", SwiGLU.forward)
+    whole, whole_grads = run()
+    torch.testing.assert_close(skipping.logits, whole.logits, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == whole_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(g, whole_grads[name], rtol=1e-4, atol=1e-6, msg=name)
