@@ -14,6 +14,10 @@ from forge_ray.offline import OFFLINE_ENV, apply_offline_env
 
 log = logging.getLogger(__name__)
 
+# Ray Train V2 turns a worker's print() into a root-logger record *and* tees it to the worker's
+# stdout (Ray replaces sys.stdout), so every line a training worker prints reached the driver twice.
+WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+
 
 def connect(
     address: str | None = None,
@@ -34,7 +38,7 @@ def connect(
     if ray.is_initialized():
         return ray.get_runtime_context()
     env = dict(runtime_env or {})
-    env["env_vars"] = {**OFFLINE_ENV, **env.get("env_vars", {})}
+    env["env_vars"] = {**OFFLINE_ENV, **WORKER_ENV, **env.get("env_vars", {})}
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         log.info("connecting to Ray cluster at %s", address)
