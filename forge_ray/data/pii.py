@@ -14,6 +14,7 @@ snapshot), so nothing calls out.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from dataclasses import dataclass
@@ -35,6 +36,52 @@ _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]")  # one character of a token; `_long_to
 # Stretches of text that could hold a phone number: `phonenumbers` is run on these only, not on
 # the whole text (it is by far the slowest detector, and most text has no digit runs at all).
 _PHONE_CANDIDATE = re.compile(r"[+(]?\d[\d \t().\-/]{5,}\d")
+
+# Hints: cheap C-level `re` searches that every match of a presidio recogniser's patterns must
+# contain (necessary conditions read off those patterns), so a text, or a piece of it, without a
+# hint cannot hold a match and the recogniser is not run on it. Where the recogniser's matches
+# never contain whitespace ("token"), it runs on each whitespace-delimited token that holds a
+# hint instead of the whole text: its patterns' look-arounds (\b, (?<![\w:]), (?![\w:]|\.\d))
+# see a whitespace character and a string edge alike, and no match crosses a token, so the
+# spans are exactly those of a whole-text run. Each hint is tied to a hash of the patterns it
+# was read from (presidio 2.2.366): if an upgrade changes them, that recogniser runs on every
+# whole text again until the hint is re-derived (`test_prepare_pii` checks this).
+_HINTS = {
+    # '@' is literal in its pattern.
+    "OfflineEmailRecognizer": ("26328d841a1fcf85", re.compile("@"), "token"),
+    # Needs 4 digits, an optional '-' or ' ' and 3 more digits (digit groups 4, 3-4, 3-4, 3-5).
+    "CreditCardRecognizer": ("b79ae6f2c6137756", re.compile(r"\d{4}[- ]?\d{3}"), "text"),
+    # Case-sensitive pattern: two capitals then two ASCII digits.
+    "IbanRecognizer": ("c7a636c94951bbae", re.compile(r"[A-Z]{2}[0-9]{2}"), "text"),
+    # Every IPv4 form (also the mapped / embedded IPv6 ones) holds a dotted quad; every IPv6
+    # form holds two colons with at most 4 hex digits between them (`h:h`, `::`).
+    "IpRecognizer": ("058d8815004d0847", re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|:[0-9a-fA-F]{0,4}:"),
+                     "token"),
+}
+
+
+def patterns_hash(recognizer) -> str:
+    """What a hint was read from: the recogniser's regexes and flags."""
+    h = hashlib.sha256(repr(recognizer.global_regex_flags).encode())
+    for p in recognizer.patterns:
+        h.update(b"\0" + p.regex.encode())
+    return h.hexdigest()[:16]
+
+
+def _token_windows(text: str, hint: re.Pattern) -> list[tuple[int, int]]:
+    """(start, end) of each whitespace-delimited token of `text` that holds a match of `hint`."""
+    out: list[tuple[int, int]] = []
+    n = len(text)
+    for m in hint.finditer(text):
+        if out and m.start() < out[-1][1]:
+            continue
+        start, end = m.start(), m.end()
+        while start > 0 and not text[start - 1].isspace():
+            start -= 1
+        while end < n and not text[end].isspace():
+            end += 1
+        out.append((start, end))
+    return out
 
 
 @dataclass(frozen=True)
@@ -86,7 +133,13 @@ class PiiScanner:
             "EMAIL": OfflineEmailRecognizer, "IBAN": IbanRecognizer, "CREDIT_CARD": CreditCardRecognizer,
             "IP_ADDRESS": IpRecognizer,
         }
-        return [cls() for name, cls in wanted.items() if name in self.entities]
+        out = []
+        for name, cls in wanted.items():
+            if name in self.entities:
+                rec = cls()
+                digest, hint, scope = _HINTS.get(cls.__name__, ("", None, ""))
+                out.append((rec, hint, scope) if digest == patterns_hash(rec) else (rec, None, "text"))
+        return out
 
     @cached_property
     def _secret_regexes(self) -> list[re.Pattern]:
@@ -106,13 +159,17 @@ class PiiScanner:
         lines without one are skipped: ~40 regexes over every line of a corpus cost more than
         all the other detectors together.
         """
-        spans, offset = [], 0
-        for line in text.split("\n"):
-            if _SECRET_LINE.search(line):
-                for regex in self._secret_regexes:
-                    spans += [Span(offset + m.start(), offset + m.end(), "SECRET")
-                              for m in regex.finditer(line) if m.end() > m.start()]
-            offset += len(line) + 1
+        spans, done = [], -1
+        for hit in _SECRET_LINE.finditer(text):  # no match crosses a newline: one line each
+            if hit.start() < done:
+                continue  # its line is done
+            offset = text.rfind("\n", 0, hit.start()) + 1
+            done = text.find("\n", hit.end())
+            done = len(text) if done < 0 else done
+            line = text[offset:done]
+            for regex in self._secret_regexes:
+                spans += [Span(offset + m.start(), offset + m.end(), "SECRET")
+                          for m in regex.finditer(line) if m.end() > m.start()]
         return spans
 
     @cached_property
@@ -134,10 +191,18 @@ class PiiScanner:
     def find(self, text: str) -> list[Span]:
         """Non-overlapping spans, sorted; overlapping finds merge into the longest one's entity."""
         spans: list[Span] = []
-        for rec in self._recognizers:
-            for r in rec.analyze(text, entities=rec.supported_entities, nlp_artifacts=None):
-                if r.score >= self.cfg.min_score:
-                    spans.append(Span(r.start, r.end, _PRESIDIO[r.entity_type]))
+        for rec, hint, scope in self._recognizers:
+            if hint is None:
+                windows = [(0, len(text))]
+            elif scope == "token":
+                windows = _token_windows(text, hint)
+            else:
+                windows = [(0, len(text))] if hint.search(text) else []
+            for start, end in windows:
+                piece = text if (start, end) == (0, len(text)) else text[start:end]
+                for r in rec.analyze(piece, entities=rec.supported_entities, nlp_artifacts=None):
+                    if r.score >= self.cfg.min_score:
+                        spans.append(Span(start + r.start, start + r.end, _PRESIDIO[r.entity_type]))
         if "SECRET" in self.entities:
             spans += [Span(m.start(), m.end(), "SECRET") for m in _PEM.finditer(text)]
             spans += self._secret_patterns(text)
@@ -159,11 +224,26 @@ class PiiScanner:
         for m in _PHONE_CANDIDATE.finditer(text):
             if any(s.start < m.end() and m.start() < s.end for s in found):
                 continue
-            rec = self._phone_intl if m.group().lstrip("(").startswith("+") else self._phone_all
-            for r in rec.analyze(m.group(), entities=rec.supported_entities, nlp_artifacts=None):
-                if r.score >= self.cfg.min_score:
-                    out.append(Span(m.start() + r.start, m.start() + r.end, "PHONE"))
+            out += [Span(m.start() + a, m.start() + b, "PHONE") for a, b in self._phone_spans(m.group())]
         return out
+
+    def _phone_spans(self, candidate: str) -> tuple[tuple[int, int], ...]:
+        """PhoneRecognizer's finds in one candidate, memoised: they depend on that string alone,
+        and the same candidates (dates, versions, the same number) recur across records."""
+        spans = self._phone_memo.get(candidate)
+        if spans is None:
+            rec = self._phone_intl if candidate.lstrip("(").startswith("+") else self._phone_all
+            spans = tuple((r.start, r.end) for r in rec.analyze(candidate, entities=rec.supported_entities,
+                                                                 nlp_artifacts=None)
+                          if r.score >= self.cfg.min_score)
+            if len(self._phone_memo) >= 1 << 16:
+                self._phone_memo.clear()
+            self._phone_memo[candidate] = spans
+        return spans
+
+    @cached_property
+    def _phone_memo(self) -> dict[str, tuple[tuple[int, int], ...]]:
+        return {}
 
     @cached_property
     def _phone_all(self):
