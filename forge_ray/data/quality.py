@@ -12,6 +12,7 @@ from collections import Counter
 
 _WORD = re.compile(r"\S+")
 _ALPHA = re.compile(r"[^\W\d_]")
+_ALPHA_WORD = re.compile(r"[^\W\d_]\S*")
 _DIGIT = re.compile(r"\d")
 
 RULES = (
@@ -36,27 +37,29 @@ def _top_ngram_ratio(words: list[str], n: int = 2) -> float:
     gram, count = grams.most_common(1)[0]
     if count < 2:
         return 0.0
-    return count * sum(len(w) for w in gram) / max(1, sum(len(w) for w in words))
+    return count * sum(len(w) for w in gram) / max(1, sum(map(len, words)))
 
 
 def _duplicate_ngram_ratio(words: list[str], n: int = 5) -> float:
     """Share of characters in word n-grams that occur more than once (each word counted once)."""
     if len(words) < 2 * n:
         return 0.0
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    grams = list(zip(*[words[i:] for i in range(n)], strict=False))
     counts = Counter(grams)
-    covered = [False] * len(words)
+    if len(counts) == len(grams):  # no n-gram occurs twice
+        return 0.0
+    covered = bytearray(len(words))
+    ones = b"\x01" * n
     for i, g in enumerate(grams):
         if counts[g] > 1:
-            for j in range(i, i + n):
-                covered[j] = True
-    total = sum(len(w) for w in words)
+            covered[i : i + n] = ones
+    total = sum(map(len, words))
     return sum(len(w) for w, c in zip(words, covered, strict=True) if c) / max(1, total)
 
 
 def failed_rule(text: str, cfg, prose: bool) -> str | None:
     """The first rule `text` fails (a name from RULES), or None if it passes them all."""
-    words = _WORD.findall(text)
+    words = text.split()  # the same tokens as _WORD.findall: both split on str.isspace()
     n = len(words)
     if n < cfg.min_words:
         return "min_words"
@@ -64,14 +67,15 @@ def failed_rule(text: str, cfg, prose: bool) -> str | None:
         return "max_words"
     if not prose:
         return None
-    mean_len = sum(len(w) for w in words) / n
+    mean_len = sum(map(len, words)) / n
     if not cfg.min_mean_word_length <= mean_len <= cfg.max_mean_word_length:
         return "mean_word_length"
     if (text.count("#") + text.count("...") + text.count("\u2026")) / n > cfg.max_symbol_ratio:
         return "symbol_ratio"
     if len(_DIGIT.findall(text)) / max(1, len(text)) > cfg.max_digit_ratio:
         return "digit_ratio"
-    if sum(1 for w in words if _ALPHA.search(w)) / n < cfg.min_alpha_word_ratio:
+    # a word with a letter: one match per such word (from its first letter to the word's end)
+    if len(_ALPHA_WORD.findall(text)) / n < cfg.min_alpha_word_ratio:
         return "alpha_words"
     if _duplicate_line_ratio(text) > cfg.max_duplicate_line_ratio:
         return "duplicate_lines"
