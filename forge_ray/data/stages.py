@@ -61,6 +61,82 @@ def quality_stage(batch: pa.Table, cfg, exempt: list[str]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=batch.schema)
 
 
+def scan_stage(batch: pa.Table, pii_cfg, policies: dict[str, str], quality_cfg, exempt: list[str],
+               dedup_cfg, seed: int) -> pa.Table:
+    """PII, quality and dedup signatures of every live record in one pass over the batch.
+
+    The same as `pii_stage` -> `quality_stage` -> `sign_stage`, with one conversion of the
+    batch instead of three, and a per-process memo: the result of a record's three stages is
+    a function of its source (policy, prose rules) and text alone, so an exact repeat of a
+    text seen earlier in this worker (copies are common in real corpora) reuses it.
+    """
+    scanner = _cached(PiiScanner, pii_cfg)
+    signer = _cached(Signer, dedup_cfg, seed)
+    memo = _cached(_ScanMemo, pii_cfg, json.dumps(policies, sort_keys=True), quality_cfg,
+                   json.dumps(sorted(exempt)), dedup_cfg, seed)
+    rows = _rows(batch)
+    buckets, hashes = [], []
+    for r in rows:
+        hashes.append(split_hash(seed, r["source"], r["id"], r["key"]))
+        if r["outcome"] not in LIVE:
+            buckets.append([])
+            continue
+        key = (r["source"], hashlib.blake2b(r["text"].encode("utf-8", "surrogatepass"), digest_size=32).digest())
+        done = memo.get(key)
+        if done is None:
+            done = _scan_one(r["text"], r["source"], scanner, signer, policies[r["source"]],
+                             quality_cfg, r["source"] not in exempt)
+            memo.put(key, done, len(r["text"]))
+        text, outcome, reason, pii, routed, bs = done
+        if routed:
+            r["raw"] = r["text"]
+        r["text"], r["outcome"], r["reason"], r["pii"] = text, outcome, reason, pii if pii else r["pii"]
+        buckets.append(bs)
+    table = pa.Table.from_pylist(rows, schema=batch.schema)
+    table = table.append_column("buckets", pa.array(buckets, pa.list_(pa.int64())))
+    return table.append_column("split_hash", pa.array(hashes, pa.float64()))
+
+
+def _scan_one(text: str, source: str, scanner, signer, policy: str, quality_cfg, prose: bool) -> tuple:
+    """(text, outcome, reason, pii counts JSON, routed to restricted?, buckets) of a live record."""
+    outcome, reason, pii, routed = "ok", "", "", False
+    redacted, counts = scanner.redact(text)
+    if counts:
+        pii = json.dumps(counts, sort_keys=True)
+        if policy == "redact":
+            text, outcome = redacted, "redacted"
+        elif policy == "drop":
+            text, outcome, reason = "", "dropped", "pii"
+        else:  # restrict: the original goes to the synthetic-data stage, never to the shards
+            text, outcome, reason, routed = "", "dropped", ROUTED, True
+    if outcome in LIVE:
+        rule = failed_rule(text, quality_cfg, prose=prose)
+        if rule:
+            text, outcome, reason = "", "dropped", f"quality_{rule}"
+    return text, outcome, reason, pii, routed, signer.buckets(text) if outcome in LIVE else []
+
+
+class _ScanMemo:
+    """Results of `_scan_one` by (source, text hash) for one configuration, up to ~16 M characters
+    of text per process (then it starts afresh: bounded memory)."""
+
+    LIMIT = 16_000_000
+
+    def __init__(self, *_config):
+        self.items: dict = {}
+        self.size = 0
+
+    def get(self, key):
+        return self.items.get(key)
+
+    def put(self, key, value, size: int) -> None:
+        if self.size + size > self.LIMIT:
+            self.items.clear()
+            self.size = 0
+        self.items[key] = value
+        self.size += size
+
+
 def split_hash(seed: int, source: str, rec_id: str, key: int) -> float:
     """A uniform number in [0, 1) per document: the held-out split is a function of the document."""
     h = hashlib.blake2b(f"{seed}\0{source}\0{rec_id}\0{key}".encode(), digest_size=8).digest()
@@ -81,15 +157,15 @@ def sign_stage(batch: pa.Table, dedup_cfg, seed: int) -> pa.Table:
     return table.append_column("split_hash", pa.array(hashes, pa.float64()))
 
 
-def bucket_rows(batch: pa.Table) -> dict:
-    """One row (bucket, key) per bucket of every live record: the input of the dedup shuffle."""
+def bucket_rows(batch: pa.Table, shards: int) -> dict:
+    """One row (shard, bucket, key) per bucket of every live record: the input of the dedup shuffle."""
     import numpy as np
 
-    keys, buckets = [], []
-    for key, bs in zip(batch["key"].to_pylist(), batch["buckets"].to_pylist(), strict=True):
-        keys += [key] * len(bs)
-        buckets += bs
-    return {"bucket": np.asarray(buckets, np.int64), "key": np.asarray(keys, np.int64)}
+    lists = batch["buckets"].combine_chunks()
+    buckets = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    counts = lists.value_lengths().to_numpy(zero_copy_only=False)
+    keys = np.repeat(batch["key"].to_numpy().astype(np.int64, copy=False), counts)
+    return {"shard": buckets % shards, "bucket": buckets, "key": keys}
 
 
 def finalize_stage(batch: pa.Table, dups: dict[int, str], eval_fraction: float,
@@ -112,7 +188,8 @@ def tokenize_stage(batch: pa.Table, tokenizer_json: str) -> pa.Table:
 
     enc = _cached(encoder, tokenizer_json)
     texts = batch["text"].to_pylist()
-    ids = [e.ids for e in enc.encode_batch(texts, add_special_tokens=False)] if texts else []
+    # encode_batch_fast: the same ids as encode_batch, without computing character offsets
+    ids = [e.ids for e in enc.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
     return pa.table({
         "source": batch["source"], "split": batch["split"], "key": batch["key"], "pii": batch["pii"],
         "outcome": batch["outcome"], "input_ids": pa.array(ids, pa.list_(pa.int32())),
