@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 
+import regex as rx  # the engine of presidio's patterns
+
 PLACEHOLDERS = {
     "EMAIL": "<EMAIL>", "PHONE": "<PHONE>", "IBAN": "<IBAN>", "CREDIT_CARD": "<CREDIT_CARD>",
     "IP_ADDRESS": "<IP_ADDRESS>", "SECRET": "<SECRET>",
@@ -38,25 +40,45 @@ _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]")  # one character of a token; `_long_to
 _PHONE_CANDIDATE = re.compile(r"[+(]?\d[\d \t().\-/]{5,}\d")
 
 # Hints: cheap C-level `re` searches that every match of a presidio recogniser's patterns must
-# contain (necessary conditions read off those patterns), so a text, or a piece of it, without a
-# hint cannot hold a match and the recogniser is not run on it. Where the recogniser's matches
-# never contain whitespace ("token"), it runs on each whitespace-delimited token that holds a
-# hint instead of the whole text: its patterns' look-arounds (\b, (?<![\w:]), (?![\w:]|\.\d))
-# see a whitespace character and a string edge alike, and no match crosses a token, so the
-# spans are exactly those of a whole-text run. Each hint is tied to a hash of the patterns it
-# was read from (presidio 2.2.366): if an upgrade changes them, that recogniser runs on every
-# whole text again until the hint is re-derived (`test_prepare_pii` checks this).
+# contain (necessary conditions read off those patterns), so text without a hint cannot hold a
+# match and the recogniser is not run on it. It runs on windows around the hints instead of the
+# whole text: the maximal run of characters its matches can be made of ("members") around each
+# hint, plus `context` characters on each side for the look-arounds. A match is made of members
+# only, so it lies inside one run, and the patterns' look-arounds (\b, (?<![\w:]), (?![\w:]|\.\d),
+# (?<![A-Z0-9]), the card's (?!1\d{12}(?!\d))) look no further than the first non-member on each
+# side: with that character in the window (context 1), or where a string edge behaves like it
+# (whitespace for e-mail and IP, context 0), the spans are exactly those of a whole-text run.
+# Each hint is tied to a hash of the patterns it was read from (presidio 2.2.366): if an upgrade
+# changes them, that recogniser runs on every whole text again until the hints are re-derived
+# (`test_prepare_pii` checks both the hash and the spans).
+_CARD_CHARS = frozenset("- ")
+_IBAN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -")
+
+
+def _is_token_char(c: str) -> bool:
+    return not c.isspace()
+
+
+# presidio's patterns run on the `regex` module, whose \d knows more digits (a newer Unicode) than
+# Python's `re` and str.isdecimal: the card hint and its members use the `regex` module's \d.
+_RX_DIGIT = rx.compile(r"\d")
+
+
+def _is_card_char(c: str) -> bool:
+    return c in _CARD_CHARS or _RX_DIGIT.match(c) is not None
+
+
 _HINTS = {
-    # '@' is literal in its pattern.
-    "OfflineEmailRecognizer": ("26328d841a1fcf85", re.compile("@"), "token"),
+    # '@' is literal in its pattern; no match holds whitespace.
+    "OfflineEmailRecognizer": ("26328d841a1fcf85", re.compile("@"), _is_token_char, 0),
     # Needs 4 digits, an optional '-' or ' ' and 3 more digits (digit groups 4, 3-4, 3-4, 3-5).
-    "CreditCardRecognizer": ("b79ae6f2c6137756", re.compile(r"\d{4}[- ]?\d{3}"), "text"),
-    # Case-sensitive pattern: two capitals then two ASCII digits.
-    "IbanRecognizer": ("c7a636c94951bbae", re.compile(r"[A-Z]{2}[0-9]{2}"), "text"),
+    "CreditCardRecognizer": ("b79ae6f2c6137756", rx.compile(r"\d{4}[- ]?\d{3}"), _is_card_char, 1),
+    # Case-sensitive pattern: two capitals then two ASCII digits; groups of [A-Z0-9] split by ' ' or '-'.
+    "IbanRecognizer": ("c7a636c94951bbae", re.compile(r"[A-Z]{2}[0-9]{2}"), _IBAN_CHARS.__contains__, 1),
     # Every IPv4 form (also the mapped / embedded IPv6 ones) holds a dotted quad; every IPv6
-    # form holds two colons with at most 4 hex digits between them (`h:h`, `::`).
-    "IpRecognizer": ("058d8815004d0847", re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|:[0-9a-fA-F]{0,4}:"),
-                     "token"),
+    # form holds two colons with at most 4 hex digits between them (`h:h`, `::`); no whitespace.
+    "IpRecognizer": ("058d8815004d0847",
+                     re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|:[0-9a-fA-F]{0,4}:"), _is_token_char, 0),
 }
 
 
@@ -68,19 +90,20 @@ def patterns_hash(recognizer) -> str:
     return h.hexdigest()[:16]
 
 
-def _token_windows(text: str, hint: re.Pattern) -> list[tuple[int, int]]:
-    """(start, end) of each whitespace-delimited token of `text` that holds a match of `hint`."""
+def _windows(text: str, hint: re.Pattern, member, context: int) -> list[tuple[int, int]]:
+    """(start, end) of the run of `member` characters around each match of `hint`, widened by
+    `context` characters on each side (hint matches are made of members)."""
     out: list[tuple[int, int]] = []
     n = len(text)
     for m in hint.finditer(text):
         if out and m.start() < out[-1][1]:
-            continue
+            continue  # in the run of the window before
         start, end = m.start(), m.end()
-        while start > 0 and not text[start - 1].isspace():
+        while start > 0 and member(text[start - 1]):
             start -= 1
-        while end < n and not text[end].isspace():
+        while end < n and member(text[end]):
             end += 1
-        out.append((start, end))
+        out.append((max(0, start - context), min(n, end + context)))
     return out
 
 
@@ -137,8 +160,8 @@ class PiiScanner:
         for name, cls in wanted.items():
             if name in self.entities:
                 rec = cls()
-                digest, hint, scope = _HINTS.get(cls.__name__, ("", None, ""))
-                out.append((rec, hint, scope) if digest == patterns_hash(rec) else (rec, None, "text"))
+                digest, *hint = _HINTS.get(cls.__name__, ("", None, None, 0))
+                out.append((rec, *hint) if digest == patterns_hash(rec) else (rec, None, None, 0))
         return out
 
     @cached_property
@@ -191,13 +214,8 @@ class PiiScanner:
     def find(self, text: str) -> list[Span]:
         """Non-overlapping spans, sorted; overlapping finds merge into the longest one's entity."""
         spans: list[Span] = []
-        for rec, hint, scope in self._recognizers:
-            if hint is None:
-                windows = [(0, len(text))]
-            elif scope == "token":
-                windows = _token_windows(text, hint)
-            else:
-                windows = [(0, len(text))] if hint.search(text) else []
+        for rec, hint, member, context in self._recognizers:
+            windows = [(0, len(text))] if hint is None else _windows(text, hint, member, context)
             for start, end in windows:
                 piece = text if (start, end) == (0, len(text)) else text[start:end]
                 for r in rec.analyze(piece, entities=rec.supported_entities, nlp_artifacts=None):
