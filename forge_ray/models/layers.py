@@ -106,8 +106,13 @@ class ExpertSwiGLU(SwiGLU):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
         used = rows.any(dim=-1).nonzero().squeeze(1)
-        if used.numel() == rows.shape[0]:
+        n, total = used.numel(), rows.shape[0]
+        if n == total:
             return super().forward(x)
-        out = rows.new_zeros(rows.shape[0], self.down_proj.out_features)
-        out = out.index_copy(0, used, super().forward(rows.index_select(0, used)))
+        if n == 0 or int(used[-1]) == n - 1:  # DeepSpeed fills a buffer from its start: slice, no gather
+            y = super().forward(rows[:n])
+            out = torch.cat([y, y.new_zeros(total - n, y.shape[-1])])
+        else:
+            out = rows.new_zeros(total, self.down_proj.out_features)
+            out = out.index_copy(0, used, super().forward(rows.index_select(0, used)))
         return out.view(*x.shape[:-1], out.shape[-1])

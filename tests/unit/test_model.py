@@ -117,3 +117,24 @@ def test_experts_skipping_empty_capacity_slots_compute_the_same_model(monkeypatc
     assert grads.keys() == whole_grads.keys()
     for name, g in grads.items():
         torch.testing.assert_close(g, whole_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("filled", [[4, 2], [0, 6], [6, 6], [3, 0]])
+def test_expert_skips_empty_rows_wherever_they_are(filled):
+    """Expert parallelism stacks several ranks' buffers, so empty rows are not only a suffix."""
+    from forge_ray.models.layers import ExpertSwiGLU, SwiGLU
+
+    torch.manual_seed(0)
+    expert = ExpertSwiGLU(8, 16)
+    x = torch.randn(2, 1, 6, 8)
+    for group, n in enumerate(filled):
+        x[group, 0, n:] = 0
+    x.requires_grad_(True)
+    out = expert(x)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, *expert.parameters()], g)
+    ref = SwiGLU.forward(expert, x)
+    ref_grads = torch.autograd.grad(ref, [x, *expert.parameters()], g)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b)
