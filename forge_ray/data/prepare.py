@@ -111,19 +111,26 @@ def _data_context():
     preserve_order: the stream reaches the packer in input order, so shards are deterministic.
     Sort-based shuffle for the dedup groupby: plain tasks; the hash shuffle's aggregator actors
     cost more to start than the shuffle itself at these sizes.
+    No per-operator resource reservation: it holds back a share of the CPUs for each operator, so
+    on a 2-CPU cluster the (fast) read operator kept one CPU from the scan, which then ran about
+    one task at a time (measured at 10x: scan 15.3 s with it, 12.8 s without, fused with the read).
+    Memory stays bounded by the streaming executor's object-store backpressure.
     """
     import ray.data
     from ray.data.context import ShuffleStrategy
 
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy)
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy,
+             ctx.op_resource_reservation_enabled)
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    ctx.op_resource_reservation_enabled = False
     try:
         yield ctx
     finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy = saved
+        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy,
+         ctx.op_resource_reservation_enabled) = saved
 
 
 def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
@@ -141,7 +148,8 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
     scanned = (
         ray.data.from_items(items, override_num_blocks=len(items))
         .flat_map(stages.read_stage, fn_kwargs={"validators": validators})
-        .map_batches(stages.scan_stage, batch_format="pyarrow", batch_size=256,
+        # one batch per read unit (batch_size None): the read and the scan fuse into one task
+        .map_batches(stages.scan_stage, batch_format="pyarrow", batch_size=None,
                      fn_kwargs={"pii_cfg": cfg.pii, "policies": policies, "quality_cfg": cfg.quality,
                                 "exempt": cfg.quality.exempt_sources, "dedup_cfg": cfg.dedup, "seed": cfg.seed})
         .materialize()
