@@ -31,10 +31,10 @@ class Endpoint:
 
 
 def build_app(cfg: ServeConfig, storage_root: str, model: str):
-    """The Serve application graph: Ingress -> LLMServer replicas, both -> SwapWatcher."""
-    from forge_ray.serve.deployments import Ingress, LLMServer, SwapWatcher
+    """The Serve application graph: LLMServer replicas (HTTP ingress + engine) -> SwapWatcher."""
+    from forge_ray.serve.deployments import LLMServer, SwapWatcher
 
-    # Key files are read on the ingress' node, maybe from another working directory: absolute paths.
+    # Key files are read on each replica's node, maybe from another working directory: absolute paths.
     auth = cfg.auth.model_copy(update={
         k: os.path.abspath(getattr(cfg.auth, k)) for k in ("api_keys_file", "admin_keys_file")
         if getattr(cfg.auth, k)})
@@ -44,9 +44,8 @@ def build_app(cfg: ServeConfig, storage_root: str, model: str):
     r = cfg.replicas
     scaling = ({"autoscaling_config": r.autoscaling.model_dump()} if r.autoscaling
                else {"num_replicas": r.num_replicas})
-    llm = LLMServer.options(max_ongoing_requests=r.max_ongoing_requests,
-                            ray_actor_options={"num_cpus": r.num_cpus}, **scaling).bind(uri, model, cfg_json, watcher)
-    return Ingress.bind(model, cfg_json, llm, watcher)
+    return LLMServer.options(max_ongoing_requests=r.max_ongoing_requests,
+                             ray_actor_options={"num_cpus": r.num_cpus}, **scaling).bind(uri, model, cfg_json, watcher)
 
 
 def start_serving(config: ForgeConfig, address: str | None = None, model: str | None = None) -> Endpoint:

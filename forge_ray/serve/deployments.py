@@ -1,4 +1,5 @@
-"""The Ray Serve deployments: swap watcher, model replicas (one vLLM engine each), HTTP ingress.
+"""The Ray Serve deployments: swap watcher, and model replicas (one vLLM engine each) that are also
+the HTTP ingress.
 
 They hold no logic of their own: SwapCoordinator, ModelReplica and Frontend do the work.
 """
@@ -64,11 +65,22 @@ class SwapWatcher:
 
 @serve.deployment
 class LLMServer:
+    """A model replica, and the HTTP ingress of the app: the Frontend (auth, validation, OpenAI JSON
+    and SSE) runs in the process that holds the engine, so a request crosses no deployment boundary
+    between HTTP and vLLM (Serve's proxy routes it straight to a replica). The watcher stays a
+    separate deployment."""
+
     async def __init__(self, storage_uri: str, model: str, cfg_json: str, watcher):
         cfg = ServeConfig.model_validate_json(cfg_json)
+        keys = KeyChecker.from_config(cfg.auth)  # no API key configured: refuse before loading anything
         self.watcher = watcher
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.replica = ModelReplica(cfg, Registry(storage_uri, model), self.replica_id)
+        self.front = Frontend(
+            cfg, model, keys, stream_fn=self.replica.generate,
+            status_fn=lambda: watcher.status.remote(),
+            admin_fn=lambda action, body: watcher.admin.remote(action, body),
+        )
         target = await watcher.target.remote()
         await self.replica.load(target["version"])
         self._task = asyncio.get_running_loop().create_task(self._follow())
@@ -89,9 +101,8 @@ class LLMServer:
                 log.exception("replica %s: follow loop", self.replica_id)
             await asyncio.sleep(REPLICA_POLL_S)
 
-    async def generate(self, req: dict):
-        async for event in self.replica.generate(req):
-            yield event
+    async def __call__(self, request):
+        return await self.front.handle(request)
 
     def check_health(self) -> None:
         current = self.replica.current
@@ -101,18 +112,3 @@ class LLMServer:
     def __del__(self):
         self._task.cancel()
         self.replica.close()
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000)
-class Ingress:
-    def __init__(self, model: str, cfg_json: str, llm, watcher):
-        cfg = ServeConfig.model_validate_json(cfg_json)
-        self.front = Frontend(
-            cfg, model, KeyChecker.from_config(cfg.auth),
-            stream_fn=lambda req: llm.options(stream=True).generate.remote(req),
-            status_fn=lambda: watcher.status.remote(),
-            admin_fn=lambda action, body: watcher.admin.remote(action, body),
-        )
-
-    async def __call__(self, request):
-        return await self.front.handle(request)

@@ -1,9 +1,10 @@
 """The HTTP front: auth, request validation, OpenAI responses and server-sent events.
 
-`Frontend.handle` takes a Starlette request and returns a response; the Serve ingress deployment
-(serving/) only forwards to it. The model replicas are reached through `stream_fn(request) ->
-async iterator of events` and the swap watcher through `status_fn()`, so a unit test can run
-the whole front over fakes.
+`Frontend.handle` takes a Starlette request and returns a response; the model replica deployment
+(LLMServer, which is also the app's HTTP ingress) only forwards to it. The engine is reached
+through `stream_fn(request) -> async iterator of events` (ModelReplica.generate, in the same
+process) and the swap watcher through `status_fn()`, so a unit test can run the whole front over
+fakes.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class Frontend:
         events = self.stream_fn(internal)
         first = await anext(events)
         if first["type"] == "error":
+            if hasattr(events, "aclose"):   # an in-process generator runs its cleanup now, not at GC
+                await events.aclose()
             metrics.error(route, first["body"]["error"]["type"])
             metrics.request_done(route, first["status"], "", time.monotonic() - t0)
             return JSONResponse(first["body"], status_code=first["status"])
