@@ -61,7 +61,7 @@ class EngineConfig(Section):
 
 
 class AuthConfig(Section):
-    """API keys. Keys are read by the ingress replica (env var on its node, or a file); never logged."""
+    """API keys, read by each model replica (the HTTP ingress): env var on its node, or a file; never logged."""
 
     api_keys_env: str = Field("FORGE_API_KEYS", description="Environment variable with comma-separated API keys.")
     api_keys_file: str | None = Field(None, description="File with one API key per line (# comments allowed).")
