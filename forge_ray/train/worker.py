@@ -66,7 +66,7 @@ def run_worker(job: WorkerJob) -> None:
 
     from forge_ray.models import build_model
     from forge_ray.train.checkpoint import load_local_weights, read_checkpoint, restore_optimizer
-    from forge_ray.train.engine import build_engine
+    from forge_ray.train.engine import build_engine, zero_stage
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -94,7 +94,7 @@ def run_worker(job: WorkerJob) -> None:
         del moments
     if rank == 0:
         print(f"[train] rank 0 of {world}: {'resumed at step ' + str(start_step) if ckpt else 'fresh start'}"
-              f", accumulation {train.accumulation(world)}, ep {ep}", flush=True)
+              f", accumulation {train.accumulation(world)}, ep {ep}, ZeRO {zero_stage(train, world)}", flush=True)
     _run_steps(job, engine, optimizer, model, rank, world, start_step, state, threads)
 
 
