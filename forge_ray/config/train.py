@@ -81,6 +81,12 @@ class TrainConfig(Section):
         10.0, gt=0, description="How often an elastic run checks whether it can grow (seconds)."
     )
     log_every: int = Field(1, ge=1, description="A log line and a metrics record every N steps (steps).")
+    report_every: int = Field(
+        10,
+        ge=1,
+        description="Steps between `ray.train.report` calls that carry no checkpoint (steps). Ray Train "
+        "takes one report per controller poll (every 2 s), so reporting every sub-second step stalls it.",
+    )
     tensorboard: bool = Field(True, description="Also write TensorBoard event files under the run folder.")
     peak_tflops_per_worker: float | None = Field(
         None,

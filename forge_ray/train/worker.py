@@ -172,7 +172,8 @@ def _run_steps(job: WorkerJob, engine, optimizer, model, rank: int, world: int, 
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(report, checkpoint=checkpoint)
             del weights, moments
-        elif done % train.log_every == 0:
+        elif done % train.report_every == 0:
+            # Not every step: Train V2's result queue holds one report until its controller polls.
             ray.train.report(report)
     if writer is not None:
         writer.close()
