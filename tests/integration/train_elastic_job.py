@@ -52,6 +52,9 @@ def forge_config(root: str, steps: int):
         "train": {"steps": steps, "run_name": "elastic", "min_workers": 1, "max_workers": 2,
                   "micro_batch_size": 2, "global_batch_size": 8, "checkpoint_every": CKPT_EVERY,
                   "warmup_steps": 5, "max_failures": 6, "elastic_monitor_s": 1.0, "worker_resources": {"w": 1},
+                  # A report per step paces this tiny model to Ray Train's controller poll (~2 s a
+                  # step): unpaced, its 1-worker phase (0.15 s a step) ends before a grow can land.
+                  "report_every": 1,
                   "tensorboard": False, "export": False},
     })
 
