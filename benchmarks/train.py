@@ -5,7 +5,7 @@ dense, recovery from a killed worker, and dry-run figures of a ~1B dense and a s
 
 1. tokens/s of `run_training` with 1 worker (Ray Train, DeepSpeed ZeRO 2, the mixture stream)
    against a single-process `torch.optim.AdamW` loop over the same model, batches (pre-loaded in
-   memory) and thread count, in the same run: two rounds of (forge run, plain loop), the best
+   memory) and thread count, in the same run: three rounds of (forge run, plain loop), the best
    round of each (one round with --quick). Goal >= 0.9.
 2. step time of an MoE model (8 experts, top-2, DeepSpeed-MoE) against a dense model with the same
    active parameters (dense FFN width = 2 x expert width): their steps alternated in one process (the
@@ -203,11 +203,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps, no recovery scenario")
     args = ap.parse_args()
-    steps = 6 if args.quick else 10
+    steps = 8 if args.quick else 16
     root = tempfile.mkdtemp(prefix="forge-bench-train-")
     dataset = write_synthetic_dataset(Storage(root), "bench", {"docs": 200, "code": 200}, seq_len=SEQ)
     connect(num_cpus=4)
-    rounds = 1 if args.quick else 2
+    rounds = 1 if args.quick else 3
     try:
         dense, plain, dense_rounds = paired_runs(root, dataset, "dense", steps, rounds)
         moe, plain_moe, moe_rounds = paired_runs(root, dataset, "moe", steps, rounds)

@@ -69,26 +69,45 @@ def _full(tensor_fn, name: str, p, ep_rank: int, ep_size: int, group, num_local:
     return {global_name(name, r, num_local): parts[r].cpu() for r in range(ep_size)}
 
 
+def _zero(engine) -> bool:
+    """Whether the engine's optimizer is a ZeRO (stage 1/2) one, with flat fp32 partitions; with
+    stage 0 (one rank, fp32) DeepSpeed steps the torch AdamW on the parameters themselves."""
+    return hasattr(engine.optimizer, "single_partition_of_fp32_groups")
+
+
 def gather_full_state(engine, model) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(weights, moments) of `model` under `engine`: collective, every rank must call it."""
-    from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
-
-    # ZeRO links the per-parameter views of Adam's state lazily, right after the first param
-    # group's first step (DeepSpeed 0.19.8 steps groups one by one): the later groups (norms,
-    # experts) had no state yet and stay unlinked. Relink now that every group has stepped.
-    engine.optimizer._hp_optimizer_states_linked = False
-    engine.optimizer._lazy_init_hp_params_optimizer_state()
+    fp32_param, optimizer_state = _state_readers(engine)
     ep_rank, ep_size, group = _ep(model)
     n_local = _num_local_experts(model) if model.cfg.family == "moe" else 1
     weights: dict[str, torch.Tensor] = {}
     moments: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():
-        weights.update(_full(safe_get_full_fp32_param, name, p, ep_rank, ep_size, group, n_local))
+        weights.update(_full(fp32_param, name, p, ep_rank, ep_size, group, n_local))
         for key in MOMENTS:
-            fn = lambda q, k=key: safe_get_full_optimizer_state(q, k)  # noqa: E731
+            fn = lambda q, k=key: optimizer_state(q, k)  # noqa: E731
             for n, t in _full(fn, name, p, ep_rank, ep_size, group, n_local).items():
                 moments[f"{key}/{n}"] = t
     return weights, moments
+
+
+def _state_readers(engine):
+    """(parameter -> its full fp32 tensor, (parameter, moment) -> its full Adam moment)."""
+    if _zero(engine):
+        from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+        _relink_optimizer_state(engine)
+        return safe_get_full_fp32_param, safe_get_full_optimizer_state
+    state = engine.optimizer.state
+    return (lambda p: p), (lambda p, k: state[p][k] if p in state else torch.zeros_like(p))
+
+
+def _relink_optimizer_state(engine) -> None:
+    # ZeRO links the per-parameter views of Adam's state lazily, right after the first param
+    # group's first step (DeepSpeed 0.19.8 steps groups one by one): the later groups (norms,
+    # experts) had no state yet and stay unlinked. Relink now that every group has stepped.
+    engine.optimizer._hp_optimizer_states_linked = False
+    engine.optimizer._lazy_init_hp_params_optimizer_state()
 
 
 def save_checkpoint(folder: str | Path, weights, moments, state: dict) -> Path:
@@ -124,9 +143,18 @@ def load_local_weights(model, weights: dict[str, torch.Tensor]) -> None:
 
 
 def restore_optimizer(engine, model, moments: dict[str, torch.Tensor], adam_step: int) -> None:
-    """Put full per-parameter Adam moments into DeepSpeed's ZeRO partitions (any world size)."""
+    """Put full per-parameter Adam moments into DeepSpeed's ZeRO partitions (any world size), or
+    into the torch AdamW's per-parameter state under ZeRO stage 0."""
     from deepspeed.utils import safe_set_full_optimizer_state
 
+    ep_rank, _, _ = _ep(model, group=False)
+    n_local = _num_local_experts(model) if model.cfg.family == "moe" else 1
+    if not _zero(engine):
+        for name, p in model.named_parameters():
+            gname = global_name(name, ep_rank, n_local)
+            engine.optimizer.state[p] = {"step": torch.tensor(float(adam_step)),
+                                         **{k: moments[f"{k}/{gname}"].to(p).clone() for k in MOMENTS}}
+        return
     zero = engine.optimizer
     inner = zero.optimizer
     for flat in zero.single_partition_of_fp32_groups:
@@ -136,8 +164,6 @@ def restore_optimizer(engine, model, moments: dict[str, torch.Tensor], adam_step
             "exp_avg_sq": torch.zeros_like(flat),
         }
     zero._lazy_init_hp_params_optimizer_state()
-    ep_rank, _, _ = _ep(model, group=False)
-    n_local = _num_local_experts(model) if model.cfg.family == "moe" else 1
     for name, p in model.named_parameters():
         gname = global_name(name, ep_rank, n_local)
         for key in MOMENTS:

@@ -34,13 +34,17 @@ def use_bf16(train: TrainConfig) -> bool:
 
 
 def zero_stage(train: TrainConfig, world_size: int) -> int:
-    """The ZeRO stage the engine runs: `train.zero_stage`, but 1 on a single data-parallel rank.
+    """The ZeRO stage the engine runs: `train.zero_stage`, but 0 on a single fp32 rank.
 
-    Stage 2 partitions gradients over the ranks; with one rank there is nothing to partition and
-    its per-parameter gradient bucketing only costs time (~10% of a step of the benchmark model
-    on CPU). Checkpoints are stage-independent, so an elastic run moving between 1 and 2 workers
-    switches stage at its restart and resumes the same."""
-    return min(train.zero_stage, 1) if world_size == 1 else train.zero_stage
+    ZeRO partitions over the data-parallel ranks; with one rank there is nothing to partition,
+    and its flat fp32 copy of every parameter and gradient costs 10-20% of a step of the
+    benchmark model on CPU. Stage 0 (fp32) steps the torch AdamW on the parameters themselves.
+    Checkpoints are stage-independent (`checkpoint.py`), so an elastic run moving between 1 and
+    2 workers switches stage at its restart and resumes the same. bf16 keeps stage 1, whose
+    fp32 master weights the bf16 model needs."""
+    if world_size > 1:
+        return train.zero_stage
+    return 1 if use_bf16(train) else 0
 
 
 def deepspeed_config(train: TrainConfig, world_size: int) -> dict:

@@ -41,6 +41,12 @@ def lm_token_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, pad_id: int
     return loss.view(B, T - 1), (targets != pad_id).to(loss.dtype)
 
 
+def total_grad_norm(model: torch.nn.Module) -> float:
+    """L2 norm of all gradients of a model on one rank (what clipping compares with its threshold)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     return zlib.crc32(f"{seed}/{step}/{rank}".encode()) & 0x7FFFFFFF
 
@@ -119,6 +125,8 @@ def _run_steps(job: WorkerJob, engine, optimizer, model, rank: int, world: int, 
     # What each step trained on, per rank: `check_consumption(plan, run_dir)` proves the run read
     # exactly its plan across restarts and resizes.
     consumed = ConsumptionRecord(job.run_dir, rank=rank, world_size=world, start_step=start_step)
+    # ZeRO computes the global gradient norm as it clips; DeepSpeed's stage 0 clips without keeping it
+    own_grad_norm = engine.zero_optimization_stage() == 0
     it = iter(stream)
     engine.train()
     while True:
@@ -132,16 +140,20 @@ def _run_steps(job: WorkerJob, engine, optimizer, model, rank: int, world: int, 
         lr = lr_at(step, train)
         set_lr(optimizer, lr)
         acc = StepAccumulator(len(sources), moe_shape)
-        for batch in micro_batches:
+        grad_norm = None
+        for i, batch in enumerate(micro_batches):
             ids = batch["input_ids"].to(device)
             out = engine(ids, batch["position_ids"].to(device))
             tok_loss, mask = lm_token_loss(out.logits, batch["labels"].to(device), plan.pad_token_id)
             lm = (tok_loss * mask).sum() / mask.sum().clamp(min=1)
             loss = lm + aux_coef * out.aux_loss
             engine.backward(loss)
+            if own_grad_norm and i == len(micro_batches) - 1:
+                grad_norm = total_grad_norm(model)
             engine.step()
             acc.add(tok_loss, mask, batch["source"], out.aux_loss, out.expert_counts)
-        grad_norm = engine.get_global_grad_norm()
+        if not own_grad_norm:
+            grad_norm = engine.get_global_grad_norm()
         consumed.add(step, micro_batches)
         reduced = acc.reduce(world, device)
         step_time = time.perf_counter() - t0

@@ -14,6 +14,7 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
 STEPS_BEFORE, G, MICRO, T = 3, 4, 2, 16
 
@@ -79,6 +80,8 @@ def _run(rank: int, world: int, port: int, out_dir: str, phase: str) -> None:
             save_checkpoint(ckpt, weights, moments, {"step": STEPS_BEFORE})
     elif phase == "resume":
         restore_optimizer(engine, model, moments, adam_step=state["step"])
+        # read back at once (one rank: ZeRO stage 0, the torch AdamW's own state)
+        torch.save(gather_full_state(engine, model)[1], os.path.join(out_dir, "restored_moments.pt"))
     loss = _step(engine, STEPS_BEFORE, rank, world)
     weights, _ = gather_full_state(engine, model)
     if rank == 0:
@@ -100,6 +103,9 @@ def test_two_rank_expert_parallel_checkpoint_resumes_on_one_rank_exactly(tmp_pat
     mp.spawn(_run, args=(1, _free_port(), out, "resume"), nprocs=1)
     mp.spawn(_run, args=(1, _free_port(), out, "weights-only"), nprocs=1)
     first, resume, cold = (json.load(open(tmp_path / f"{p}.json")) for p in ("first", "resume", "weights-only"))
+    # The moments put into the one-rank engine read back as the two ranks wrote them.
+    saved, restored = load_file(str(tmp_path / "ckpt" / "optimizer.safetensors")), torch.load(tmp_path / "restored_moments.pt")
+    assert set(saved) == set(restored) and all(torch.equal(saved[k], restored[k]) for k in saved)
     # The same loss at step 4: weights and data cursor carried over.
     assert abs(first["loss"] - resume["loss"]) < 1e-5, (first, resume)
     a, b, c = (torch.load(tmp_path / f"{p}.pt") for p in ("first", "resume", "weights-only"))
