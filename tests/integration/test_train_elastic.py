@@ -68,6 +68,9 @@ def test_loss_curve_is_continuous_across_restarts(elastic):
         for again in attempts[1:]:
             tol = 1e-5 if again["world_size"] == attempts[0]["world_size"] else 2e-4
             assert abs(again["lm_loss"] - first) <= tol * first, (step, attempts)
+            # the same gradient too, whether ZeRO 2 (2 workers) or stage 0 (1 worker) measured its norm
+            g = attempts[0]["grad_norm"]
+            assert g > 0 and abs(again["grad_norm"] - g) <= 10 * tol * g, (step, attempts)
     first, last = (sum(elastic["records"][i]["lm_loss"] for i in idx) / 5 for idx in (range(5), range(-5, 0)))
     assert last < first
 

@@ -54,8 +54,10 @@ def test_demo_batch_divides_for_every_world_size():
     ds = deepspeed_config(t, 2)
     assert ds["train_batch_size"] == 16 and ds["gradient_accumulation_steps"] == 2
     assert ds["zero_optimization"]["stage"] == 2 and ds["bf16"]["enabled"] is False  # CPU: fp32
-    # One rank has no gradients to partition: the engine runs ZeRO 1 there, as logged by rank 0.
-    assert deepspeed_config(t, 1)["zero_optimization"]["stage"] == 1
+    # One rank has nothing to partition: an fp32 engine runs stage 0 there (as logged by rank 0);
+    # a bf16 one keeps stage 1 for its fp32 master weights.
+    assert deepspeed_config(t, 1)["zero_optimization"]["stage"] == 0
+    assert deepspeed_config(t.model_copy(update={"precision": "bf16"}), 1)["zero_optimization"]["stage"] == 1
     assert deepspeed_config(t.model_copy(update={"zero_stage": 1}), 2)["zero_optimization"]["stage"] == 1
 
 
