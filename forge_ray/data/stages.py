@@ -30,45 +30,13 @@ def read_stage(unit: dict, validators: dict) -> list[dict]:
     return read_unit(unit, validators[unit["source"]])
 
 
-def pii_stage(batch: pa.Table, pii_cfg, policies: dict[str, str]) -> pa.Table:
-    """Redact, drop or route to restricted every live record with personal data or secrets."""
-    scanner = _cached(PiiScanner, pii_cfg)
-    rows = _rows(batch)
-    for r in rows:
-        if r["outcome"] not in LIVE:
-            continue
-        redacted, counts = scanner.redact(r["text"])
-        if not counts:
-            continue
-        r["pii"] = json.dumps(counts, sort_keys=True)
-        policy = policies[r["source"]]
-        if policy == "redact":
-            r["text"], r["outcome"] = redacted, "redacted"
-        elif policy == "drop":
-            r["text"], r["outcome"], r["reason"] = "", "dropped", "pii"
-        else:  # restrict: the original goes to the synthetic-data stage, never to the shards
-            r["raw"], r["text"], r["outcome"], r["reason"] = r["text"], "", "dropped", ROUTED
-    return pa.Table.from_pylist(rows, schema=batch.schema)
-
-
-def quality_stage(batch: pa.Table, cfg, exempt: list[str]) -> pa.Table:
-    rows = _rows(batch)
-    for r in rows:
-        if r["outcome"] in LIVE:
-            rule = failed_rule(r["text"], cfg, prose=r["source"] not in exempt)
-            if rule:
-                r["text"], r["outcome"], r["reason"] = "", "dropped", f"quality_{rule}"
-    return pa.Table.from_pylist(rows, schema=batch.schema)
-
-
 def scan_stage(batch: pa.Table, pii_cfg, policies: dict[str, str], quality_cfg, exempt: list[str],
                dedup_cfg, seed: int) -> pa.Table:
     """PII, quality and dedup signatures of every live record in one pass over the batch.
 
-    The same as `pii_stage` -> `quality_stage` -> `sign_stage`, with one conversion of the
-    batch instead of three, and a per-process memo: the result of a record's three stages is
-    a function of its source (policy, prose rules) and text alone, so an exact repeat of a
-    text seen earlier in this worker (copies are common in real corpora) reuses it.
+    One conversion of the batch for the three, and a per-process memo: a record's result is a
+    function of its source (policy, prose rules) and text alone, so an exact repeat of a text
+    seen earlier in this worker (copies are common in real corpora) reuses it.
     """
     scanner = _cached(PiiScanner, pii_cfg)
     signer = _cached(Signer, dedup_cfg, seed)
@@ -141,20 +109,6 @@ def split_hash(seed: int, source: str, rec_id: str, key: int) -> float:
     """A uniform number in [0, 1) per document: the held-out split is a function of the document."""
     h = hashlib.blake2b(f"{seed}\0{source}\0{rec_id}\0{key}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") / 2**64
-
-
-def sign_stage(batch: pa.Table, dedup_cfg, seed: int) -> pa.Table:
-    """Add the dedup buckets and the split hash of every live record."""
-    signer = _cached(Signer, dedup_cfg, seed)
-    rows = _rows(batch)
-    buckets, hashes = [], []
-    for r in rows:
-        live = r["outcome"] in LIVE
-        buckets.append(signer.buckets(r["text"]) if live else [])
-        hashes.append(split_hash(seed, r["source"], r["id"], r["key"]))
-    table = pa.Table.from_pylist(rows, schema=batch.schema)
-    table = table.append_column("buckets", pa.array(buckets, pa.list_(pa.int64())))
-    return table.append_column("split_hash", pa.array(hashes, pa.float64()))
 
 
 def bucket_rows(batch: pa.Table, shards: int) -> dict:
