@@ -8,8 +8,9 @@
    and on the same app: a plain Serve redeploy (`serve.run` with changed deployment arguments,
    i.e. Serve's rolling update, which replaces the replica) to the next version, same figures.
 2. Throughput at 16 concurrent requests (64 tokens each, greedy): tokens/s through the endpoint
-   (HTTP, auth, Serve routing, one replica) against the bare vLLM AsyncLLM engine on the same
-   model in this process, alternated over several rounds (medians, since the machine is shared);
+   (HTTP from a keep-alive aiohttp client, auth, Serve routing, one replica) against the bare vLLM
+   AsyncLLM engine on the same model in this process, alternated over 8 rounds (3 with --quick;
+   medians, since the machine is shared);
    and bare vLLM against `transformers` generate (batch of 16). Every engine runs with one
    OpenMP thread, as a replica with `num_cpus: 1` does.
 
@@ -25,7 +26,6 @@ import os
 import statistics
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import forge_ray  # noqa: F401  (offline environment)
@@ -33,7 +33,6 @@ from forge_ray.config import validate_config
 from forge_ray.registry import Registry
 from forge_ray.registry.tiny import publish_tiny
 from forge_ray.serve import start_serving, stop_serving, wait_for_version
-from forge_ray.serve.client import request
 from forge_ray.serve.loadgen import Load, percentile
 
 KEY = "bench-key"
@@ -100,18 +99,28 @@ def bench_swaps(root: str, quick: bool) -> tuple[dict, dict]:
 
 
 def endpoint_throughput(base_url: str, n: int, tokens: int) -> float:
+    """n concurrent completions over one keep-alive connection pool (aiohttp), as an HTTP client
+    library does (the openai SDK's httpx pool too): a new TCP connection and a Python thread per
+    request measured the load generator as much as the endpoint."""
+    import aiohttp
+
     body = {"model": "bench", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0}
 
-    def one(_):
-        code, resp, _ = request(base_url, "/completions", KEY, body)
-        assert code == 200, resp
-        return resp["usage"]["completion_tokens"]
+    async def run() -> float:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n),
+                                         headers={"Authorization": f"Bearer {KEY}"}) as session:
+            async def one() -> int:
+                async with session.post(base_url.rstrip("/") + "/completions", json=body) as resp:
+                    out = await resp.json()
+                    assert resp.status == 200, out
+                    return out["usage"]["completion_tokens"]
 
-    with ThreadPoolExecutor(n) as pool:
-        list(pool.map(one, range(n)))                      # warm up
-        t = time.perf_counter()
-        total = sum(pool.map(one, range(n)))
-    return total / (time.perf_counter() - t)
+            await asyncio.gather(*[one() for _ in range(n)])         # warm up (and open the connections)
+            t = time.perf_counter()
+            total = sum(await asyncio.gather(*[one() for _ in range(n)]))
+            return total / (time.perf_counter() - t)
+
+    return asyncio.run(run())
 
 
 class BareEngine:
@@ -198,7 +207,7 @@ def main() -> None:
         bare_engine = BareEngine(path)
         # Alternate the two, several rounds, medians: the machine's load changes under us.
         rounds = [(endpoint_throughput(ep.base_url, 16, tokens), bare_engine.throughput(16, tokens))
-                  for _ in range(2 if args.quick else 4)]
+                  for _ in range(3 if args.quick else 8)]
         bare_engine.close()
         stop_serving(ep)
         served = statistics.median(r[0] for r in rounds)
