@@ -28,10 +28,13 @@ def test_pipeline_job_serves_a_completion_with_only_loopback(tmp_path):
     assert first["rc"] == 0, first["tail"]
     assert "[done] 1 round(s)" in first["tail"] and "promoted: demo-moe-r1-" in first["tail"], first["tail"]
     c1 = seen["completion_1"]
-    assert c1["version"].startswith("demo-moe-r1-") and c1["text"].strip(), c1
+    # A 6-step model's greedy text may well be all spaces (the mixture order, and so the model,
+    # moves with the dataset version): what must hold is that it generated, and from this round.
+    assert c1["version"].startswith("demo-moe-r1-") and c1["tokens"] == 8 and isinstance(c1["text"], str), c1
 
     again = seen["forge_submit"]
     assert again["rc"] == 0, again["tail"]
     assert "already finished" in again["tail"], again["tail"]  # found its outputs, trained nothing new
     assert "training moe run" not in again["tail"]
     assert seen["completion_2"]["version"] == c1["version"]
+    assert seen["completion_2"]["text"] == c1["text"]  # greedy, the same weights: the same tokens
