@@ -98,8 +98,10 @@ def _state_readers(engine):
 
         _relink_optimizer_state(engine)
         return safe_get_full_fp32_param, safe_get_full_optimizer_state
+    # Copies, as ZeRO's readers return: the caller gets a snapshot, not views of tensors the next
+    # step updates in place.
     state = engine.optimizer.state
-    return (lambda p: p), (lambda p, k: state[p][k] if p in state else torch.zeros_like(p))
+    return (lambda p: p.detach().clone()), (lambda p, k: state[p][k].clone() if p in state else torch.zeros_like(p))
 
 
 def _relink_optimizer_state(engine) -> None:
