@@ -1,6 +1,6 @@
 """Serve benchmark: hot swap under load against a plain redeploy; endpoint throughput against bare vLLM.
 
-    .venv/bin/python benchmarks/serve.py [--quick]
+    .venv/bin/python benchmarks/serve.py [--quick] [--throughput-only]
 
 1. Swap under constant load (8 clients in a loop, 1 replica, dense Llama model, so the in-place
    path): failed requests, seconds from `promote` to the first response from the new version, and
@@ -10,11 +10,16 @@
 2. Throughput at 16 concurrent requests (64 tokens each, greedy): tokens/s through the endpoint
    (HTTP from a keep-alive aiohttp client, auth, Serve routing, one replica) against the bare vLLM
    AsyncLLM engine on the same model in this process, alternated over 8 rounds (3 with --quick;
-   medians, since the machine is shared);
-   and bare vLLM against `transformers` generate (batch of 16). Every engine runs with one
+   medians, since the machine is shared). Each round measures two ways:
+   - sustained (the headline figure): 16 clients, each sending its next request as soon as its
+     last is answered, 8 requests each (4 with --quick), as vLLM's benchmark_serving does with
+     --max-concurrency 16;
+   - burst: a single wave of 16 requests, whose time is mostly that of the last one admitted.
+   And bare vLLM against `transformers` generate (batch of 16). Every engine runs with one
    OpenMP thread, as a replica with `num_cpus: 1` does.
 
-Writes benchmarks/results/serve.json; the last line is the endpoint / bare-vLLM throughput ratio.
+Writes benchmarks/results/serve.json (not with --throughput-only); the last line is the sustained
+endpoint / bare-vLLM throughput ratio.
 """
 
 from __future__ import annotations
@@ -98,15 +103,33 @@ def bench_swaps(root: str, quick: bool) -> tuple[dict, dict]:
     return swap, redeploy
 
 
-def endpoint_throughput(base_url: str, n: int, tokens: int) -> float:
-    """n concurrent completions over one keep-alive connection pool (aiohttp), as an HTTP client
-    library does (the openai SDK's httpx pool too): a new TCP connection and a Python thread per
-    request measured the load generator as much as the endpoint."""
+async def closed_loop(one, concurrency: int, total: int) -> float:
+    """tokens/s of `total` requests sent by `concurrency` clients, each sending its next request as
+    soon as its last one is answered (vLLM's benchmark_serving with --max-concurrency does the same).
+    total == concurrency is a single burst: its figure is mostly the tail of the slowest admission."""
+    left = [total]
+
+    async def client() -> int:
+        tokens = 0
+        while left[0] > 0:
+            left[0] -= 1
+            tokens += await one()
+        return tokens
+
+    t = time.perf_counter()
+    done = sum(await asyncio.gather(*[client() for _ in range(concurrency)]))
+    return done / (time.perf_counter() - t)
+
+
+def endpoint_throughput(base_url: str, n: int, tokens: int, per_client: int) -> tuple[float, float]:
+    """(burst, sustained) tokens/s at n concurrent completions over one keep-alive connection pool
+    (aiohttp), as an HTTP client library does (the openai SDK's httpx pool too): a new TCP
+    connection and a Python thread per request measured the load generator as much as the endpoint."""
     import aiohttp
 
     body = {"model": "bench", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0}
 
-    async def run() -> float:
+    async def run() -> tuple[float, float]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n),
                                          headers={"Authorization": f"Bearer {KEY}"}) as session:
             async def one() -> int:
@@ -115,16 +138,15 @@ def endpoint_throughput(base_url: str, n: int, tokens: int) -> float:
                     assert resp.status == 200, out
                     return out["usage"]["completion_tokens"]
 
-            await asyncio.gather(*[one() for _ in range(n)])         # warm up (and open the connections)
-            t = time.perf_counter()
-            total = sum(await asyncio.gather(*[one() for _ in range(n)]))
-            return total / (time.perf_counter() - t)
+            await closed_loop(one, n, n)                  # warm up (and open the connections)
+            return await closed_loop(one, n, n), await closed_loop(one, n, n * per_client)
 
     return asyncio.run(run())
 
 
 class BareEngine:
-    """The same vLLM AsyncLLM the replicas run, in this process, on an event loop in a thread."""
+    """The same vLLM AsyncLLM the replicas run, with nothing in front of it (no HTTP, auth or Serve),
+    in this process, on an event loop in a thread."""
 
     def __init__(self, path: str):
         import threading
@@ -143,20 +165,17 @@ class BareEngine:
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    def throughput(self, n: int, tokens: int) -> float:
+    def throughput(self, n: int, tokens: int, per_client: int) -> tuple[float, float]:
+        """(burst, sustained) tokens/s, as endpoint_throughput measures them."""
         ids = list(self.loaded.tokenizer(PROMPT)["input_ids"])
         sampling = {"max_tokens": tokens, "temperature": 0.0}
 
         async def one():
-            return sum([len(o.outputs[0].token_ids) async for o in self.eng.stream(self.loaded.engine, ids, sampling, final_only=True)])
+            outs = [o async for o in self.eng.stream(self.loaded.engine, ids, sampling, final_only=True)]
+            return sum(len(o.outputs[0].token_ids) for o in outs)
 
-        async def batch():
-            t = time.perf_counter()
-            total = sum(await asyncio.gather(*[one() for _ in range(n)]))
-            return total / (time.perf_counter() - t)
-
-        self._run(batch())                                 # warm up
-        return self._run(batch())
+        self._run(closed_loop(one, n, n))                 # warm up
+        return self._run(closed_loop(one, n, n)), self._run(closed_loop(one, n, n * per_client))
 
     def close(self) -> None:
         self.eng.shutdown(self.loaded)
@@ -182,6 +201,7 @@ def transformers_throughput(path: str, n: int, tokens: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short windows, fewer tokens")
+    parser.add_argument("--throughput-only", action="store_true", help="no swap figures; writes no result")
     args = parser.parse_args()
     tokens = 32 if args.quick else 64
     import ray
@@ -189,6 +209,7 @@ def main() -> None:
     from forge_ray.cluster import _bind_loopback
     from forge_ray.offline import OFFLINE_ENV
 
+    swap = redeploy = None
     with tempfile.TemporaryDirectory() as root:
         for v, seed in [("v1", 1), ("v2", 2), ("v3", 3)]:
             publish_tiny(root, "bench", v, "dense", seed, layers=4, hidden=512)
@@ -198,38 +219,51 @@ def main() -> None:
         # process started on this machine, and the figures must not share one.
         _bind_loopback()
         ray.init(address="local", num_cpus=8, include_dashboard=False, runtime_env={"env_vars": OFFLINE_ENV})
-        swap, redeploy = bench_swaps(root, args.quick)
-        print(f"hot swap (in place) : {swap}")
-        print(f"plain redeploy      : {redeploy}")
+        if not args.throughput_only:
+            swap, redeploy = bench_swaps(root, args.quick)
+            print(f"hot swap (in place) : {swap}")
+            print(f"plain redeploy      : {redeploy}")
+        else:
+            Registry(root, "bench").promote("v3")
 
         ep = start_serving(make_config(root, 0.5))       # serves v3, the promoted version now
         path = Registry(root, "bench").version_path("v3")
         bare_engine = BareEngine(path)
-        # Alternate the two, several rounds, medians: the machine's load changes under us.
-        rounds = [(endpoint_throughput(ep.base_url, 16, tokens), bare_engine.throughput(16, tokens))
+        sides = {"endpoint": lambda *a: endpoint_throughput(ep.base_url, *a), "bare_vllm": bare_engine.throughput}
+        # Alternate the sides, several rounds, medians: the machine's load changes under us.
+        per_client = 4 if args.quick else 8
+        rounds = [{side: f(16, tokens, per_client) for side, f in sides.items()}
                   for _ in range(3 if args.quick else 8)]
         bare_engine.close()
         stop_serving(ep)
-        served = statistics.median(r[0] for r in rounds)
-        bare = statistics.median(r[1] for r in rounds)
-        print(f"rounds (endpoint, bare) tokens/s: {[(round(a), round(b)) for a, b in rounds]}")
+        # rounds[i][side] = (burst tokens/s, sustained tokens/s)
+        med = {mode: {side: statistics.median(r[side][i] for r in rounds) for side in sides}
+               for i, mode in enumerate(("burst", "sustained"))}
+        for i, mode in enumerate(med):
+            print(f"{mode} rounds {tuple(sides)} tokens/s: {[tuple(round(r[s][i]) for s in sides) for r in rounds]}")
         hf = transformers_throughput(path, 16, tokens)
         ray.shutdown()
+    sus, bur = med["sustained"], med["burst"]
+    ratio = sus["endpoint"] / sus["bare_vllm"]
     result = {
         "model": "random-init LlamaForCausalLM, 4 layers, hidden 512, vocab 512 (float32, CPU)",
         "replicas": 1, "clients_during_swap": 8, "concurrency_throughput": 16, "tokens_per_request": tokens,
+        "requests_per_client_sustained": per_client,
         "quick": args.quick, "swap_in_place": swap, "plain_redeploy": redeploy,
-        "tokens_per_s": {"endpoint": round(served, 1), "bare_vllm": round(bare, 1), "transformers": round(hf, 1)},
-        "throughput_rounds": [[round(a, 1), round(b, 1)] for a, b in rounds],
-        "ratio_endpoint_over_bare_vllm": round(served / bare, 3),
-        "ratio_vllm_over_transformers": round(bare / hf, 3),
+        "tokens_per_s": {**{k: round(v, 1) for k, v in sus.items()}, "transformers": round(hf, 1)},
+        "tokens_per_s_burst": {k: round(v, 1) for k, v in bur.items()},
+        "throughput_rounds": [{k: [round(x, 1) for x in v] for k, v in r.items()} for r in rounds],
+        "ratio_endpoint_over_bare_vllm": round(ratio, 3),
+        "ratio_endpoint_over_bare_vllm_burst": round(bur["endpoint"] / bur["bare_vllm"], 3),
+        "ratio_vllm_over_transformers": round(sus["bare_vllm"] / hf, 3),
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"tokens/s: endpoint {served:.1f}, bare vLLM {bare:.1f}, transformers {hf:.1f}; "
-          f"vLLM / transformers {bare / hf:.2f}")
-    print(f"endpoint / bare vLLM throughput ratio: {served / bare:.3f}")
-
+    if not args.throughput_only:
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    for k in ("tokens_per_s", "tokens_per_s_burst"):
+        print(k, json.dumps(result[k]))
+    print({k: v for k, v in result.items() if k.startswith("ratio")})
+    print(f"endpoint / bare vLLM throughput ratio (16 concurrent, sustained): {ratio:.3f}")
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,8 @@
 """The swap watcher: notices a new promoted version, verifies it, and lets replicas swap one at a time.
 
-Replicas pull: each polls `target()`, asks for the single swap lease with `acquire()`, swaps, and
-`report()`s. A version whose files do not match its checksums is refused here (marked rejected,
+Replicas pull: each long-polls `follow()` (it answers when the target differs from the replica's
+version, or after a few seconds as a heartbeat), asks for the single swap lease with `acquire()`,
+swaps, and `report()`s. A version whose files do not match its checksums is refused here (marked rejected,
 so the pointer goes back) before any replica touches it; a version that fails a replica's canary
 check is rejected on that report, and the target goes back to what the replicas still serve.
 """
@@ -20,6 +21,7 @@ from forge_ray.serve import metrics
 log = logging.getLogger(__name__)
 
 LEASE_TIMEOUT_S = 900.0  # a replica that died mid-swap must not block the others forever
+FOLLOW_TICK_S = 0.05     # how often a waiting follow() looks at the target (in memory, no I/O)
 
 
 class SwapCoordinator:
@@ -67,6 +69,16 @@ class SwapCoordinator:
 
     def target_version(self) -> dict:
         return {"version": self.target, "generation": self.generation}
+
+    async def follow(self, replica_id: str, version: str | None, wait_s: float) -> dict:
+        """A replica's long poll: records its heartbeat, then returns the target as soon as it
+        differs from `version`, or after `wait_s`. One call per replica every few seconds, instead
+        of several a second, and a promotion reaches the replicas within FOLLOW_TICK_S."""
+        self.heartbeat(replica_id, version, False)
+        deadline = time.monotonic() + wait_s
+        while self.target == version and time.monotonic() < deadline:
+            await asyncio.sleep(FOLLOW_TICK_S)
+        return self.target_version()
 
     def acquire(self, replica_id: str, version: str) -> bool:
         """The swap lease: one replica swaps at a time, and only to the current target."""

@@ -21,10 +21,11 @@ from forge_ray.serve.frontend import Frontend
 from forge_ray.serve.replica import ModelReplica
 
 log = logging.getLogger(__name__)
-REPLICA_POLL_S = 0.5  # replicas ask the watcher for its target this often (an in-cluster call)
+FOLLOW_WAIT_S = 5.0   # a replica's long poll of the watcher returns at least this often (a heartbeat)
+RETRY_S = 0.5         # wait before asking again when another replica holds the swap lease, or on error
 
 
-# No access log for the watcher: replicas call it twice a second.
+# No access log for the watcher: every replica long-polls it.
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000,
                   logging_config={"enable_access_log": False})
 class SwapWatcher:
@@ -42,8 +43,8 @@ class SwapWatcher:
     def report(self, replica_id: str, result: dict) -> None:
         self.coord.report(replica_id, result)
 
-    def heartbeat(self, replica_id: str, version: str | None, swapping: bool) -> None:
-        self.coord.heartbeat(replica_id, version, swapping)
+    async def follow(self, replica_id: str, version: str | None) -> dict:
+        return await self.coord.follow(replica_id, version, FOLLOW_WAIT_S)
 
     def status(self) -> dict:
         return self.coord.status()
@@ -86,20 +87,25 @@ class LLMServer:
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def _follow(self) -> None:
-        """Follow the watcher's target: swap when it differs and this replica holds the lease."""
+        """Follow the watcher's target: swap when it differs and this replica holds the lease.
+
+        A Serve handle call costs milliseconds of CPU in this process and the watcher's, taken from
+        the engine on a small node: so a long poll, not a poll several times a second."""
         while self.replica.current is not None:
             try:
-                target = (await self.watcher.target.remote())["version"]
-                if (target and target != self.replica.version
-                        and await self.watcher.acquire.remote(self.replica_id, target)):
-                    result = await self.replica.swap(target)
-                    await self.watcher.report.remote(self.replica_id, result)
-                else:
-                    await self.watcher.heartbeat.remote(self.replica_id, self.replica.version, False)
-                    metrics.version_served(self.replica_id, None, self.replica.version)  # keep the gauge fresh
+                version = self.replica.version
+                target = (await self.watcher.follow.remote(self.replica_id, version))["version"]
+                metrics.version_served(self.replica_id, None, version)  # keep the gauge fresh
+                if target and target != version:
+                    if await self.watcher.acquire.remote(self.replica_id, target):
+                        result = await self.replica.swap(target)
+                        await self.watcher.report.remote(self.replica_id, result)
+                        if result["ok"]:
+                            continue
+                    await asyncio.sleep(RETRY_S)  # another replica is swapping, or this swap failed
             except Exception:  # noqa: BLE001 - keep following; serving goes on meanwhile
                 log.exception("replica %s: follow loop", self.replica_id)
-            await asyncio.sleep(REPLICA_POLL_S)
+                await asyncio.sleep(RETRY_S)
 
     async def __call__(self, request):
         return await self.front.handle(request)

@@ -175,3 +175,29 @@ def test_watcher_refuses_corrupted_version_and_rejects_on_failed_report(world):
     coord.check()
     assert reg.state("v3") == "rejected" and coord.target == "v1" and reg.promoted() == "v1"
     assert [e["event"] for e in coord.status()["events"]] == ["target", "swap_failed", "refused"]
+
+
+def test_follow_answers_at_once_on_a_new_target_and_otherwise_after_its_wait(world):
+    reg, _, _ = world
+    reg.promote("v1")
+    coord = SwapCoordinator(reg, SwapConfig())
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        assert (await coord.follow("a", "v1", 0.3))["version"] == "v1"        # nothing new: a heartbeat
+        waited = loop.time() - t
+        assert 0.3 <= waited < 1.0
+        seen = coord.status()["replicas"]["a"]                                # ... that is recorded
+        assert (seen["version"], seen["swapping"]) == ("v1", False)
+        waiting = asyncio.create_task(coord.follow("a", "v1", 30.0))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        reg.promote("v2")
+        t = loop.time()
+        coord.check()
+        assert (await waiting)["version"] == "v2"                            # answered on the change
+        assert loop.time() - t < 0.5
+        assert (await coord.follow("a", "v1", 30.0))["version"] == "v2"      # behind already: at once
+
+    asyncio.run(scenario())
