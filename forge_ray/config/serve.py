@@ -84,7 +84,8 @@ class SwapConfig(Section):
 class ServeConfig(Section):
     """Ray Serve + vLLM endpoint."""
 
-    host: str = Field("127.0.0.1", description="HTTP bind address (loopback by default).")
+    host: str = Field("127.0.0.1", description="HTTP bind address of HAProxy and the replicas (loopback by "
+                      "default; 0.0.0.0 on a multi-node cluster, where HAProxy forwards to other nodes).")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of the endpoint.")
     app_name: str = Field("forge", min_length=1, description="Ray Serve application name.")
     model: str | None = Field(None, description="Registry model to serve (default: model.name).")

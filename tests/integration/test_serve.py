@@ -90,6 +90,16 @@ def test_version_1_serves_and_says_so(endpoint):
     assert models["data"][0]["versions_served"] == ["v1"]
 
 
+def test_http_ingress_is_haproxy_not_the_serve_proxy(endpoint):
+    """The endpoint's port is HAProxy's (Serve's HAProxy ingress, forge_ray/cluster.py), which
+    forwards to the replicas' own HTTP servers; no Serve proxy actor sits in the request path."""
+    import psutil
+
+    port = int(endpoint.base_url.rsplit(":", 1)[1].split("/")[0])
+    owners = {c.pid for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port}
+    assert owners and all(psutil.Process(pid).name() == "haproxy" for pid in owners), owners
+
+
 def test_in_place_swap_under_load_fails_no_request_and_matches_transformers(endpoint):
     with Load(endpoint.base_url, KEY, "tiny", clients=8, max_tokens=8) as load:
         time.sleep(2)
