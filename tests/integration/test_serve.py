@@ -93,9 +93,11 @@ def test_version_1_serves_and_says_so(endpoint):
 def test_http_ingress_is_haproxy_not_the_serve_proxy(endpoint):
     """The endpoint's port is HAProxy's (Serve's HAProxy ingress, forge_ray/cluster.py), which
     forwards to the replicas' own HTTP servers; no Serve proxy actor sits in the request path."""
+    from urllib.parse import urlsplit
+
     import psutil
 
-    port = int(endpoint.base_url.rsplit(":", 1)[1].split("/")[0])
+    port = urlsplit(endpoint.base_url).port
     owners = {c.pid for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port}
     assert owners and all(psutil.Process(pid).name() == "haproxy" for pid in owners), owners
 
