@@ -33,11 +33,11 @@ import forge_ray  # noqa: F401  (offline environment)
 from forge_ray.config.mixture import MixtureConfig
 from forge_ray.config.model import ModelConfig
 from forge_ray.config.train import TrainConfig
-from forge_ray.data.mixture import TrainStream, build_plan
-from forge_ray.data.mixture.reader import read_samples
-from forge_ray.data.mixture.stream import KEYS, rank_slots
-from forge_ray.data.mixture.synthetic import PAD, write_synthetic_dataset
+from forge_ray.mixture import TrainStream, build_plan
+from forge_ray.mixture.reader import read_samples
+from forge_ray.mixture.stream import KEYS, rank_slots
 from forge_ray.storage import Storage
+from forge_ray.testing.synthetic_dataset import PAD, write_synthetic_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT = REPO / "benchmarks" / "results" / "mixture.json"
@@ -109,7 +109,7 @@ def data_wait(quick: bool, root: str) -> dict:
         plan = build_plan(ds, mixture, global_batch_size=G, total_steps=steps)
         model = build_model(model_cfg, seed=0)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        from forge_ray.data.mixture import reader
+        from forge_ray.mixture import reader
 
         reader._cache.clear()  # both start cold
         reader._cache_bytes = 0

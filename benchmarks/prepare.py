@@ -116,7 +116,7 @@ def run_one(factor: int, base: dict) -> dict:
     import forge_ray  # noqa: F401  (offline environment)
     from forge_ray.cluster import connect
     from forge_ray.config import validate_config
-    from forge_ray.data.prepare import prepare_dataset
+    from forge_ray.prepare.run import prepare_dataset
 
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
         root = Path(tmp)

@@ -36,9 +36,9 @@ from pathlib import Path
 import forge_ray  # noqa: F401  (offline environment)
 from forge_ray.config import validate_config
 from forge_ray.registry import Registry
-from forge_ray.registry.tiny import publish_tiny
 from forge_ray.serve import start_serving, stop_serving, wait_for_version
-from forge_ray.serve.loadgen import Load, percentile
+from forge_ray.testing.loadgen import Load, percentile
+from forge_ray.testing.tiny_versions import publish_tiny
 
 KEY = "bench-key"
 RESULTS = Path(__file__).parent / "results" / "serve.json"
@@ -151,8 +151,8 @@ class BareEngine:
     def __init__(self, path: str):
         import threading
 
-        from forge_ray.config.serve import EngineConfig
-        from forge_ray.serve import engine as eng
+        from forge_ray.config.serve import ServeEngineConfig
+        from forge_ray.serve import vllm_engine as eng
 
         self.eng = eng
         # A Serve replica with num_cpus=1 runs with OMP_NUM_THREADS=1 (Ray sets it), and so does its
@@ -160,7 +160,7 @@ class BareEngine:
         os.environ["OMP_NUM_THREADS"] = "1"
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        self.loaded = self._run(eng.start_engine("v", {"architecture": "", "files": {}}, path, EngineConfig()))
+        self.loaded = self._run(eng.start_engine("v", {"architecture": "", "files": {}}, path, ServeEngineConfig()))
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()

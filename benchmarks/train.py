@@ -89,9 +89,9 @@ def plain_loop(plan, model_cfg, steps: int) -> dict:
     """The baseline: one process, torch AdamW, the same model, batches and threads."""
     import torch
 
-    from forge_ray.data.mixture.reader import read_samples
+    from forge_ray.mixture.reader import read_samples
     from forge_ray.models import build_model
-    from forge_ray.train.engine import lr_at, optimizer_groups
+    from forge_ray.train.deepspeed_adapter import lr_at, optimizer_groups
     from forge_ray.train.worker import lm_token_loss
 
     torch.set_num_threads(THREADS)
@@ -141,7 +141,7 @@ def interleaved_moe_vs_dense(plan_dense, dense_cfg, plan_moe, moe_cfg, steps: in
     variant runs in the same loop."""
     import torch
 
-    from forge_ray.data.mixture.reader import read_samples
+    from forge_ray.mixture.reader import read_samples
     from forge_ray.models import build_model
     from forge_ray.train.worker import lm_token_loss
 
@@ -197,8 +197,8 @@ def main() -> None:
     import ray
 
     from forge_ray.cluster import connect
-    from forge_ray.data.mixture.synthetic import write_synthetic_dataset
     from forge_ray.storage import Storage
+    from forge_ray.testing.synthetic_dataset import write_synthetic_dataset
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps, no recovery scenario")

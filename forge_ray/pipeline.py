@@ -95,10 +95,10 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
                  keep_serving: bool = False, scale: float = 1.0, say=print) -> PipelineResult:
     """Run every stage on the cluster; returns what each round made and the completions shown."""
     from forge_ray.cluster import connect_for
-    from forge_ray.data.prepare import prepare_dataset
     from forge_ray.eval import evaluate_and_gate
-    from forge_ray.operate.run_report import write_version_report
+    from forge_ray.prepare.run import prepare_dataset
     from forge_ray.registry import Registry
+    from forge_ray.report.version_report import write_version_report
     from forge_ray.serve import start_serving, wait_for_version
     from forge_ray.serve.demo import demo_keys
     from forge_ray.train import train_model

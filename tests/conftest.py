@@ -66,7 +66,7 @@ def prepared_dataset(tmp_path_factory, small_corpora, ray_cluster):
     The demo forge file's `prepare` section with a small vocabulary (512) and seq_len 128.
     """
     from forge_ray.config import load_config
-    from forge_ray.data.prepare import prepare_dataset
+    from forge_ray.prepare.run import prepare_dataset
 
     corpora_root, _ = small_corpora
     root = tmp_path_factory.mktemp("prepared_root")

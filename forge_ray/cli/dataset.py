@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def locate(uri: str):
     """(storage, dataset, version) of a dataset folder or a version folder."""
-    from forge_ray.data.dataset import DATASETS_DIR, LATEST, MANIFEST
+    from forge_ray.prepare.dataset import DATASETS_DIR, LATEST, MANIFEST
     from forge_ray.storage import Storage
 
     uri = uri.rstrip("/")
@@ -47,8 +47,8 @@ def locate(uri: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from forge_ray.data.dataset import open_dataset
-    from forge_ray.data.manifest import summary_table
+    from forge_ray.prepare.dataset import open_dataset
+    from forge_ray.prepare.manifest import summary_table
 
     storage, dataset, version = locate(args.dir)
     ds = open_dataset(storage, dataset, version)

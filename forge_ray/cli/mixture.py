@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from forge_ray.data.dataset import open_dataset
-    from forge_ray.data.mixture import build_plan
+    from forge_ray.mixture import build_plan
+    from forge_ray.prepare.dataset import open_dataset
     from forge_ray.storage import Storage
 
     config = load(args, check_storage=False)

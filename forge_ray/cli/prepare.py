@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from forge_ray.data.manifest import summary_table
-    from forge_ray.data.prepare import prepare_dataset
+    from forge_ray.prepare.manifest import summary_table
+    from forge_ray.prepare.run import prepare_dataset
 
     config = load(args)
     ds = prepare_dataset(config, address=args.address)

@@ -42,8 +42,8 @@ def run_train(args: argparse.Namespace) -> int:
         print_dry_run(config, preset=args.preset, workers=args.workers)
         return 0
     from forge_ray.cluster import connect_for
-    from forge_ray.data.dataset import open_dataset
     from forge_ray.export import export_run
+    from forge_ray.prepare.dataset import open_dataset
     from forge_ray.storage import Storage
     from forge_ray.train import run_training
 

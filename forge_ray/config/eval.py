@@ -32,7 +32,7 @@ class PerplexityConfig(Section):
     threads_per_worker: int = Field(1, ge=1, description="torch intra-op threads inside one task.")
 
 
-class EngineConfig(Section):
+class EvalEngineConfig(Section):
     """How KPI suites and the memorisation check reach the model: vLLM, offline or served."""
 
     backend: Literal["offline", "endpoint"] = Field(
@@ -62,7 +62,7 @@ class EngineConfig(Section):
     gpus: float = Field(0.0, ge=0, description="GPUs the offline engine's Ray actor reserves (0 on CPU clusters).")
 
     @model_validator(mode="after")
-    def _endpoint_needs_url(self) -> EngineConfig:
+    def _endpoint_needs_url(self) -> EvalEngineConfig:
         if self.backend == "endpoint" and not self.endpoint_url:
             raise ValueError("backend 'endpoint' needs endpoint_url")
         return self
@@ -123,8 +123,8 @@ class EvalConfig(Section):
         description="KPI suite files (YAML; relative paths from the working directory). Checked "
         "before any model loads.",
     )
-    engine: EngineConfig = Field(
-        default_factory=EngineConfig, description="The vLLM engine KPI suites and canaries run on."
+    engine: EvalEngineConfig = Field(
+        default_factory=EvalEngineConfig, description="The vLLM engine KPI suites and canaries run on."
     )
     memorisation: MemorisationConfig = Field(
         default_factory=MemorisationConfig, description="The canary memorisation check."

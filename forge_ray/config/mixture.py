@@ -4,7 +4,7 @@ Two strategies pick each source's target share: explicit `weights`, or `temperat
 sampling (share proportional to the source's size to the power `alpha`). Caps on a source's
 repetitions (`max_epochs`) and on its share (`max_share`) then bound what it may supply; the
 excess goes to the other sources. `token_budget` bounds the run's length. The resolved plan
-is `forge_ray.data.mixture.build_plan`'s (docs/mixture.md).
+is `forge_ray.mixture.build_plan`'s (docs/mixture.md).
 """
 
 from __future__ import annotations

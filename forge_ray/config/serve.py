@@ -40,7 +40,7 @@ class ReplicasConfig(Section):
     )
 
 
-class EngineConfig(Section):
+class ServeEngineConfig(Section):
     """vLLM engine settings of every replica."""
 
     max_model_len: int = Field(256, ge=16, description="Context length in tokens (prompt + completion).")
@@ -90,7 +90,7 @@ class ServeConfig(Section):
     app_name: str = Field("forge", min_length=1, description="Ray Serve application name.")
     model: str | None = Field(None, description="Registry model to serve (default: model.name).")
     replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="Model replicas.")
-    engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
+    engine: ServeEngineConfig = Field(default_factory=ServeEngineConfig, description="vLLM engine settings.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API and admin keys.")
     swap: SwapConfig = Field(default_factory=SwapConfig, description="Hot swap of promoted versions.")
     chat_template: str | None = Field(

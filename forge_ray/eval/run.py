@@ -21,8 +21,8 @@ import time
 
 from forge_ray import __version__
 from forge_ray.config import ForgeConfig
-from forge_ray.eval.engine import EndpointEngine, OfflineEngine
 from forge_ray.eval.gate import apply_gate
+from forge_ray.eval.generation import EndpointEngine, OfflineEngine
 from forge_ray.eval.kpi import run_suites
 from forge_ray.eval.memorisation import memorisation_check
 from forge_ray.eval.model_files import EvalError, local_model_dir
@@ -110,7 +110,7 @@ def evaluate_and_gate(config: ForgeConfig, version_dir_or_id: str, storage: Stor
 
     The report (with `gate`: decision, rules, reasons) is attached to the version as "eval".
     """
-    from forge_ray.data.dataset import open_dataset
+    from forge_ray.prepare.dataset import open_dataset
     from forge_ray.registry import CorruptVersionError, Registry, RegistryError
 
     suites = load_suites(config.eval.suites)  # before any model loads

@@ -125,8 +125,8 @@ def export_run(result, config: ForgeConfig, dataset, storage: Storage | None = N
 def export_from_run(config: ForgeConfig, run: str, *, checkpoint: str | None = None,
                     version: str | None = None) -> ExportedVersion:
     """`forge export`: a run's latest (or given) checkpoint, with the lineage its run.json recorded."""
-    from forge_ray.data.dataset import open_dataset
     from forge_ray.errors import StorageError
+    from forge_ray.prepare.dataset import open_dataset
     from forge_ray.train.checkpoint import read_checkpoint
     from forge_ray.train.runs import latest_checkpoint
 

@@ -8,7 +8,7 @@
 - parameter names follow HF Llama/Mixtral module names, so `forge_ray.models.hf` maps them 1:1
 
 Parallelism stays outside: the MoE layer is told its expert-parallel size (how many experts are
-local), the DeepSpeed engine later gives it its process group (`forge_ray.train.engine`).
+local), the DeepSpeed engine later gives it its process group (`forge_ray.train.deepspeed_adapter`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""Operating forge_ray on a cluster: job submission over Ray's job API, status, and the run report.
+"""Operating forge_ray on a cluster: job submission over Ray's job API and cluster status.
 
     from forge_ray.operate import job_client, prepare_submission, submit
     sub = prepare_submission("pipeline", "jobs/configs/demo.yaml")
     submission_id = submit(job_client("http://head:8265"), sub)
-
-    from forge_ray.operate.report import write_report      # the HTML run report
 """
 
 from forge_ray.operate.client import ClusterUnreachable, JobNotFound, find_job, follow_logs, job_client

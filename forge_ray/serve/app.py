@@ -3,6 +3,14 @@
     from forge_ray.serve import start_serving, wait_for_version
     endpoint = start_serving(config)                 # serves the promoted version of config's model
     wait_for_version(endpoint, "v2", timeout_s=300)  # after a promotion: every replica serves v2
+
+`build_app` is the one application builder. Config-driven deploys reach it through `build(args)`,
+a Ray Serve *application builder*:
+
+    serve run forge_ray.serve.app:build config=jobs/configs/demo.yaml
+    # KubeRay RayService (cluster/kuberay/rayservice.yaml), serveConfigV2:
+    #   import_path: forge_ray.serve.app:build
+    #   args: {config: /home/ray/forge_ray/jobs/configs/demo.yaml, overrides: [...]}
 """
 
 from __future__ import annotations
@@ -10,10 +18,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from forge_ray.config import ForgeConfig
+from forge_ray.config import ForgeConfig, load_config
 from forge_ray.config.serve import ServeConfig
-from forge_ray.errors import ForgeError
+from forge_ray.errors import ConfigError, ForgeError
 from forge_ray.registry import Registry
 from forge_ray.storage import Storage
 
@@ -31,8 +40,8 @@ class Endpoint:
 
 
 def build_app(cfg: ServeConfig, storage_root: str, model: str):
-    """The Serve application graph: LLMServer replicas (HTTP ingress + engine) -> SwapWatcher."""
-    from forge_ray.serve.deployments import LLMServer, SwapWatcher
+    """The Serve application graph: ModelServer replicas (HTTP ingress + engine) -> SwapWatcher."""
+    from forge_ray.serve.deployments import ModelServer, SwapWatcher
 
     # Key files are read on each replica's node, maybe from another working directory: absolute paths.
     auth = cfg.auth.model_copy(update={
@@ -44,8 +53,20 @@ def build_app(cfg: ServeConfig, storage_root: str, model: str):
     r = cfg.replicas
     scaling = ({"autoscaling_config": r.autoscaling.model_dump()} if r.autoscaling
                else {"num_replicas": r.num_replicas})
-    return LLMServer.options(max_ongoing_requests=r.max_ongoing_requests,
+    return ModelServer.options(max_ongoing_requests=r.max_ongoing_requests,
                              ray_actor_options={"num_cpus": r.num_cpus}, **scaling).bind(uri, model, cfg_json, watcher)
+
+
+def build(args: dict[str, Any]):
+    """Serve's application builder: args `config` (forge file path on the cluster), optional
+    `overrides` (list of KEY=VALUE); deploys the forge file's model with `build_app`."""
+    if not isinstance(args, dict) or not args.get("config"):
+        raise ConfigError("serve application args", ["config: required (path of the forge file on the cluster)"])
+    overrides = args.get("overrides") or []
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    config = load_config(args["config"], list(overrides))
+    return build_app(config.serve, config.project.storage_root, config.serve.model or config.model.name)
 
 
 def start_serving(config: ForgeConfig, address: str | None = None, model: str | None = None) -> Endpoint:

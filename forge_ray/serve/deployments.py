@@ -65,7 +65,7 @@ class SwapWatcher:
 
 
 @serve.deployment
-class LLMServer:
+class ModelServer:
     """A model replica, and the HTTP ingress of the app: the Frontend (auth, validation, OpenAI JSON
     and SSE) runs in the process that holds the engine, so a request crosses no deployment boundary
     between HTTP and vLLM (Serve's proxy routes it straight to a replica). The watcher stays a

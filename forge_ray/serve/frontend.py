@@ -1,7 +1,7 @@
 """The HTTP front: auth, request validation, OpenAI responses and server-sent events.
 
 `Frontend.handle` takes a Starlette request and returns a response; the model replica deployment
-(LLMServer, which is also the app's HTTP ingress) only forwards to it. The engine is reached
+(ModelServer, which is also the app's HTTP ingress) only forwards to it. The engine is reached
 through `stream_fn(request) -> async iterator of events` (ModelReplica.generate, in the same
 process) and the swap watcher through `status_fn()`, so a unit test can run the whole front over
 fakes.

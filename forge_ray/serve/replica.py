@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator
 
 from forge_ray.config.serve import ServeConfig
 from forge_ray.registry import Registry
-from forge_ray.serve import engine as eng
 from forge_ray.serve import metrics
+from forge_ray.serve import vllm_engine as eng
 from forge_ray.serve.protocol import BadRequest
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The driver side of a run: plan it (checks that fail before any worker starts), then fit.
 
-    result = run_training(config, dataset)        # dataset: forge_ray.data.dataset.PreparedDataset
+    result = run_training(config, dataset)        # dataset: forge_ray.prepare.dataset.PreparedDataset
     result.run_dir, result.checkpoint_dir, result.metrics
 
 The run lives in `<storage_root>/runs/<run>/`: Ray Train's checkpoints (`checkpoint_*`),
@@ -88,7 +88,7 @@ def default_run_name(config: ForgeConfig) -> str:
 
 
 def plan_run(config: ForgeConfig, dataset, storage: Storage, run: str) -> WorkerJob:
-    from forge_ray.data.mixture import MixtureError, build_plan
+    from forge_ray.mixture import MixtureError, build_plan
     from forge_ray.models.dry_run import model_size
 
     model = resolve_model(config, dataset)

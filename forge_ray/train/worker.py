@@ -26,7 +26,7 @@ class WorkerJob:
 
     model: ModelConfig  # resolved: vocab size set, init_from's architecture applied
     train: TrainConfig
-    plan: Any  # forge_ray.data.mixture.MixturePlan
+    plan: Any  # forge_ray.mixture.MixturePlan
     run_dir: str
     init_from: str | None  # HF folder for the initial weights (None: seeded random init)
     flops_per_token: float
@@ -72,7 +72,7 @@ def run_worker(job: WorkerJob) -> None:
 
     from forge_ray.models import build_model
     from forge_ray.train.checkpoint import load_local_weights, read_checkpoint, restore_optimizer
-    from forge_ray.train.engine import build_engine, zero_stage
+    from forge_ray.train.deepspeed_adapter import build_engine, zero_stage
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -108,9 +108,9 @@ def _run_steps(job: WorkerJob, engine, optimizer, model, rank: int, world: int, 
                state: dict, threads: int) -> None:
     import ray.train
 
-    from forge_ray.data.mixture import ConsumptionRecord, TrainStream
+    from forge_ray.mixture import ConsumptionRecord, TrainStream
     from forge_ray.train.checkpoint import gather_full_state, save_checkpoint
-    from forge_ray.train.engine import lr_at, set_lr
+    from forge_ray.train.deepspeed_adapter import lr_at, set_lr
     from forge_ray.train.metrics import MetricsWriter, StepAccumulator, format_line, peak_tflops, step_record
 
     train, cfg, plan = job.train, job.model, job.plan

@@ -44,7 +44,7 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from forge_ray.data.mixture import ConsumptionRecord, TrainStream
+    from forge_ray.mixture import ConsumptionRecord, TrainStream
 
     plan, run_dir = config["plan"], config["run_dir"]
     ctx = ray.train.get_context()
@@ -98,9 +98,9 @@ def main(out_dir: str) -> None:
     from ray.train.torch import TorchTrainer
 
     from forge_ray.config.mixture import MixtureConfig
-    from forge_ray.data.mixture import build_plan, check_consumption, read_records
-    from forge_ray.data.mixture.synthetic import write_synthetic_dataset
+    from forge_ray.mixture import build_plan, check_consumption, read_records
     from forge_ray.storage import Storage
+    from forge_ray.testing.synthetic_dataset import write_synthetic_dataset
 
     t0 = time.monotonic()
     ds = write_synthetic_dataset(Storage(os.path.join(out_dir, "root")), "mix", {"docs": 20, "code": 9, "tickets": 5})

@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from forge_ray.operate.local_head import LocalHead, free_port  # noqa: E402
 from forge_ray.serve.client import complete  # noqa: E402
+from forge_ray.testing.local_head import LocalHead, free_port  # noqa: E402
 
 
 def main(out_path: str) -> None:

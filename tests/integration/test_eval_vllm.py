@@ -23,7 +23,7 @@ import yaml
 
 from forge_ray.config import load_config
 from forge_ray.eval import evaluate_and_gate, format_report, load_suites
-from forge_ray.eval.engine import EndpointEngine
+from forge_ray.eval.generation import EndpointEngine
 from forge_ray.eval.kpi import run_suites
 from forge_ray.registry import Registry
 from forge_ray.storage import Storage

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from forge_ray.config.mixture import MixtureConfig
-from forge_ray.data.mixture import TrainStream, build_plan
-from forge_ray.data.mixture.synthetic import write_synthetic_dataset
+from forge_ray.mixture import TrainStream, build_plan
 from forge_ray.storage import Storage
+from forge_ray.testing.synthetic_dataset import write_synthetic_dataset
 
 
 def read_all(plan, world, micro, start=0, eager=False):

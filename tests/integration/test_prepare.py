@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from forge_ray.data.dataset import open_dataset
-from forge_ray.data.pii import PLACEHOLDERS
+from forge_ray.prepare.dataset import open_dataset
+from forge_ray.prepare.pii import PLACEHOLDERS
 
 SECRET_KINDS = {"AWS_KEY", "GITHUB_TOKEN", "SLACK_TOKEN", "PRIVATE_KEY"}
 
@@ -115,7 +115,7 @@ def test_tokenizer_loads_and_keeps_placeholders_whole(prepared_dataset):
 
 def test_version_is_reused_when_inputs_and_config_are_unchanged(prepared_dataset):
     from forge_ray.config import load_config
-    from forge_ray.data.prepare import prepare_dataset
+    from forge_ray.prepare.run import prepare_dataset
     from tests.conftest import DEMO_CONFIG
 
     root, ds = prepared_dataset
@@ -132,7 +132,7 @@ def test_shards_are_byte_identical_across_runs_and_read_parallelism(prepared_dat
     import shutil
 
     from forge_ray.config import load_config
-    from forge_ray.data.prepare import prepare_dataset
+    from forge_ray.prepare.run import prepare_dataset
     from tests.conftest import DEMO_CONFIG
 
     _, first = prepared_dataset

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from forge_ray.config import validate_config
-from forge_ray.data.prepare import plan, prepare_dataset
 from forge_ray.errors import ConfigError
+from forge_ray.prepare.run import plan, prepare_dataset
 from forge_ray.storage import Storage
 
 WORDS = ("river stone garden window market teacher winter signal harbor lantern orchard meadow "

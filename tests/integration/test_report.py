@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from forge_ray.operate.report import read_jsonl, render_report, write_report
+from forge_ray.report.render import read_jsonl, render_report, write_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -154,9 +154,9 @@ def test_version_report_is_gathered_from_the_registry_run_and_eval_artefacts(tmp
     """A version published, trained-on and evaluated through the rooms' own writers."""
     import torch
 
-    from forge_ray.data.mixture.consumption import ConsumptionRecord
-    from forge_ray.operate.run_report import write_version_report
+    from forge_ray.mixture.consumption import ConsumptionRecord
     from forge_ray.registry import Registry, publish_version
+    from forge_ray.report.version_report import write_version_report
     from forge_ray.storage import Storage
     from forge_ray.train.metrics import MetricsWriter
 

@@ -14,10 +14,10 @@ import pytest
 from forge_ray.config import validate_config
 from forge_ray.registry import Registry
 from forge_ray.registry.canary import greedy_tokens
-from forge_ray.registry.tiny import publish_tiny
 from forge_ray.serve import start_serving, status, stop_serving, wait_for_version
 from forge_ray.serve.client import request
-from forge_ray.serve.loadgen import Load
+from forge_ray.testing.loadgen import Load
+from forge_ray.testing.tiny_versions import publish_tiny
 
 KEY, ADMIN = "test-key-1", "test-admin-1"
 PROMPT = "The quick brown fox"

@@ -18,8 +18,8 @@ import time
 import pytest
 
 from forge_ray.operate.client import job_client, wait_until_done
-from forge_ray.operate.local_head import LocalHead, free_port
 from forge_ray.operate.submit import job_runtime_env
+from forge_ray.testing.local_head import LocalHead, free_port
 from tests.conftest import REPO
 
 DONE = "prepared dataset:"

@@ -61,7 +61,7 @@ def _run(rank: int, world: int, port: int, out_dir: str, phase: str) -> None:
         restore_optimizer,
         save_checkpoint,
     )
-    from forge_ray.train.engine import build_engine
+    from forge_ray.train.deepspeed_adapter import build_engine
 
     train = TrainConfig(micro_batch_size=MICRO, global_batch_size=G, max_workers=2, lr=1e-2, warmup_steps=0)
     model = build_model(_cfg(world), ep_size=world)

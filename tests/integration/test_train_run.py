@@ -70,7 +70,7 @@ def test_moe_two_workers_loss_falls_and_every_token_is_routed(moe_run):
 
 
 def test_moe_run_consumed_exactly_its_plan(moe_run):
-    from forge_ray.data.mixture import check_consumption
+    from forge_ray.mixture import check_consumption
 
     _, _, result, _ = moe_run
     report = check_consumption(result.plan, result.run_dir)
@@ -133,8 +133,8 @@ def test_dense_from_open_weights_starts_where_they_are(prepared_dataset, tmp_pat
     """Continued pre-training: the first step's loss is the HF checkpoint's own loss on that batch."""
     from transformers import AutoModelForCausalLM
 
-    from forge_ray.data.mixture.reader import read_samples
-    from forge_ray.registry.tiny import build_tiny
+    from forge_ray.mixture.reader import read_samples
+    from forge_ray.testing.tiny_versions import build_tiny
     from forge_ray.train import run_training
     from forge_ray.train.worker import lm_token_loss
 

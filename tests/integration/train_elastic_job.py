@@ -88,9 +88,9 @@ def main(out_dir: str, steps: int) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from forge_ray.data.mixture import check_consumption
-    from forge_ray.data.mixture.synthetic import write_synthetic_dataset
+    from forge_ray.mixture import check_consumption
     from forge_ray.storage import Storage
+    from forge_ray.testing.synthetic_dataset import write_synthetic_dataset
     from forge_ray.train import run_training
 
     root = os.path.join(out_dir, "root")

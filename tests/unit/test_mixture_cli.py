@@ -7,8 +7,8 @@ import json
 import yaml
 
 from forge_ray.cli.main import main
-from forge_ray.data.mixture.synthetic import write_synthetic_dataset
 from forge_ray.storage import Storage
+from forge_ray.testing.synthetic_dataset import write_synthetic_dataset
 from tests.conftest import DEMO_CONFIG
 
 

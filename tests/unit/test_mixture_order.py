@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from forge_ray.config.mixture import MixtureConfig
-from forge_ray.data.mixture import MixtureError, build_plan
-from forge_ray.data.mixture.stream import rank_slots
-from forge_ray.data.mixture.synthetic import write_synthetic_dataset
+from forge_ray.mixture import MixtureError, build_plan
+from forge_ray.mixture.stream import rank_slots
 from forge_ray.storage import Storage
+from forge_ray.testing.synthetic_dataset import write_synthetic_dataset
 
 SIZES = {"docs": 3000, "code": 1500, "tickets": 700}
 WEIGHTS = MixtureConfig(weights={"docs": 0.5, "code": 0.3, "tickets": 0.2}, seed=7)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from forge_ray.config.mixture import MixtureConfig
-from forge_ray.data.dataset import shard_table, write_shard
-from forge_ray.data.mixture import ConsumptionRecord, MixtureError, TrainStream, build_plan, check_consumption
-from forge_ray.data.mixture.reader import read_samples
-from forge_ray.data.mixture.stream import rank_slots
-from forge_ray.data.mixture.synthetic import PAD, write_synthetic_dataset
+from forge_ray.mixture import ConsumptionRecord, MixtureError, TrainStream, build_plan, check_consumption
+from forge_ray.mixture.reader import read_samples
+from forge_ray.mixture.stream import rank_slots
+from forge_ray.prepare.dataset import shard_table, write_shard
 from forge_ray.storage import Storage
+from forge_ray.testing.synthetic_dataset import PAD, write_synthetic_dataset
 
 SIZES = {"docs": 50, "code": 20, "tickets": 9}
 CFG = MixtureConfig(weights={"docs": 0.5, "code": 0.3, "tickets": 0.2}, seed=5)

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from forge_ray.config.mixture import MixtureConfig
-from forge_ray.data.mixture.shares import MixtureError, resolve_shares, target_shares
+from forge_ray.mixture.shares import MixtureError, resolve_shares, target_shares
 
 SIZES = {"docs": 9000, "code": 900, "tickets": 100}
 

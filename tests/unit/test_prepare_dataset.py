@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forge_ray.data.dataset import (
+from forge_ray.prepare.dataset import (
     DatasetError,
     open_dataset,
     shard_relpath,

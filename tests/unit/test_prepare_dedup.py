@@ -7,7 +7,7 @@ import random
 import numpy as np
 
 from forge_ray.config.prepare import DedupConfig
-from forge_ray.data.dedup import EXACT_BAND, Signer, duplicates_in_bucket, lsh_params
+from forge_ray.prepare.dedup import EXACT_BAND, Signer, duplicates_in_bucket, lsh_params
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar".split()
 

@@ -6,8 +6,8 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
-from forge_ray.data.dataset import SHARD_SCHEMA
-from forge_ray.data.pack import Packer
+from forge_ray.prepare.dataset import SHARD_SCHEMA
+from forge_ray.prepare.pack import Packer
 
 EOS, PAD = 0, 1
 

@@ -8,7 +8,7 @@ import pytest
 
 from forge_ray.config.prepare import DenyListConfig, PatternConfig, PiiConfig
 from forge_ray.corpora.tickets import card_number, iban, secret
-from forge_ray.data.pii import PiiScanner
+from forge_ray.prepare.pii import PiiScanner
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from forge_ray.config.prepare import QualityConfig
-from forge_ray.data.quality import failed_rule
+from forge_ray.prepare.quality import failed_rule
 
 PROSE = ("The calibration service checks every instrument against a reference before it ships. "
          "Each report lists the readings, the tolerance and the technician who signed it, so a "

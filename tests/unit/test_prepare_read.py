@@ -8,8 +8,8 @@ import fsspec
 import pytest
 
 from forge_ray.config import SourceConfig
-from forge_ray.data.read import _scan, plan_source, read_unit, unit_dict
-from forge_ray.data.validate import Validator
+from forge_ray.prepare.read import _scan, plan_source, read_unit, unit_dict
+from forge_ray.prepare.validate import Validator
 
 
 def test_scan_cuts_at_line_boundaries_and_counts_lines():

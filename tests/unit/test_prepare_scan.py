@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from forge_ray.config.prepare import PrepareConfig
 from forge_ray.corpora.tickets import ticket_records
-from forge_ray.data import stages
+from forge_ray.prepare import stages
 
 
 def _batch(texts: list[tuple[str, str, str]]) -> pa.Table:

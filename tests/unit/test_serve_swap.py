@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from forge_ray.config.serve import EngineConfig, ServeConfig, SwapConfig
+from forge_ray.config.serve import ServeConfig, ServeEngineConfig, SwapConfig
 from forge_ray.registry import CanaryResult, Registry, publish_version
-from forge_ray.serve import engine as eng
+from forge_ray.serve import vllm_engine as eng
 from forge_ray.serve.coordinator import SwapCoordinator
 from forge_ray.serve.replica import ModelReplica
 from tests.unit.test_registry import MANIFEST, fake_export
@@ -84,7 +84,7 @@ async def collect(replica):
 
 def test_paths_in_place_for_same_dense_structure_surge_otherwise(world):
     reg, _, _ = world
-    cfg = EngineConfig()
+    cfg = ServeEngineConfig()
     assert eng.in_place_ok(reg.manifest("v1"), reg.manifest("v2"), cfg)
     assert not eng.in_place_ok(reg.manifest("v1"), reg.manifest("v3"), cfg)      # architecture changes
     changed = {**reg.manifest("v2"), "files": {**reg.manifest("v2")["files"], "sub/tokenizer.json": "x"}}
@@ -148,7 +148,7 @@ def test_context_length_is_a_400_event(world):
     reg, _, _ = world
 
     async def main():
-        replica = ModelReplica(ServeConfig(engine=EngineConfig(max_model_len=16)), reg, "r1")
+        replica = ModelReplica(ServeConfig(engine=ServeEngineConfig(max_model_len=16)), reg, "r1")
         await replica.load("v1")
         return [ev async for ev in replica.generate({**request(), "prompt": "x" * 20})]
 

@@ -9,7 +9,7 @@ import pytest
 from forge_ray.config import load_config
 from forge_ray.config.train import TrainConfig
 from forge_ray.errors import ConfigError
-from forge_ray.train.engine import deepspeed_config, lr_at
+from forge_ray.train.deepspeed_adapter import deepspeed_config, lr_at
 from tests.conftest import DEMO_CONFIG
 
 BASE = """

@@ -1,6 +1,6 @@
 """Tiny random-init versions (a few M params) for tests and benchmarks, built offline.
 
-    from forge_ray.registry.tiny import publish_tiny
+    from forge_ray.testing.tiny_versions import publish_tiny
     publish_tiny(storage, "m", "v1", family="dense", seed=1)
 
 The tokenizer is a byte-level BPE trained here with `tokenizers` on the Python reference docs

@@ -15,7 +15,7 @@ import posixpath
 
 import numpy as np
 
-from forge_ray.data.dataset import shard_relpath, shard_table, write_shard
+from forge_ray.prepare.dataset import shard_relpath, shard_table, write_shard
 
 
 class Packer:

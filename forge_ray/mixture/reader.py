@@ -14,8 +14,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from forge_ray.data.mixture.plan import MixturePlan, PlanSource
-from forge_ray.data.mixture.shares import MixtureError
+from forge_ray.mixture.plan import MixturePlan, PlanSource
+from forge_ray.mixture.shares import MixtureError
 
 _CACHE_BYTES = 512 << 20  # decoded shards kept per process
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import fsspec
 
-from forge_ray.data.mixture.plan import MixturePlan
-from forge_ray.data.mixture.shares import MixtureError
+from forge_ray.mixture.plan import MixturePlan
+from forge_ray.mixture.shares import MixtureError
 
 RECORD_DIR = "consumption"
 

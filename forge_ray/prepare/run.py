@@ -1,6 +1,6 @@
 """The prepare stage: raw corpora -> a prepared dataset version, on Ray Data.
 
-    from forge_ray.data.prepare import prepare_dataset
+    from forge_ray.prepare.run import prepare_dataset
     ds = prepare_dataset(config)          # a PreparedDataset; the existing one if already complete
 
 Plan (driver): list and hash the input files, cut them into read units, name the version.
@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 from forge_ray.config import ForgeConfig, config_hash
-from forge_ray.data import stages
-from forge_ray.data.dataset import (
+from forge_ray.errors import ConfigError
+from forge_ray.prepare import stages
+from forge_ray.prepare.dataset import (
     MANIFEST,
     SPLITS,
     TOKENIZER_DIR,
@@ -34,13 +35,12 @@ from forge_ray.data.dataset import (
     version_dir,
     write_latest,
 )
-from forge_ray.data.manifest import build_counts, summary_line
-from forge_ray.data.outputs import write_side_outputs
-from forge_ray.data.pack import Packer
-from forge_ray.data.read import plan_source, unit_dict
-from forge_ray.data.tokenizer import build_tokenizer
-from forge_ray.data.validate import Validator
-from forge_ray.errors import ConfigError
+from forge_ray.prepare.manifest import build_counts, summary_line
+from forge_ray.prepare.outputs import write_side_outputs
+from forge_ray.prepare.pack import Packer
+from forge_ray.prepare.read import plan_source, unit_dict
+from forge_ray.prepare.tokenizer import build_tokenizer
+from forge_ray.prepare.validate import Validator
 from forge_ray.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str) -> dict:
     )
     clock.lap("scan (read, validate, PII, quality, signatures)")
     parts = max(1, min(64, int(ray.cluster_resources().get("CPU", 1)) // 2))  # shuffle partitions
-    from forge_ray.data.dedup import lsh_params
+    from forge_ray.prepare.dedup import lsh_params
 
     bands = lsh_params(cfg.dedup.threshold, cfg.dedup.num_perm)[0] if cfg.dedup.near else 0
     dups = _duplicates(scanned, parts, bands) if (cfg.dedup.exact or cfg.dedup.near) else {}
@@ -224,7 +224,7 @@ def _duplicates(scanned, parts: int, per_record: int) -> dict[int, str]:
     Shards (`bucket % shards`, ~1 M bucket rows each, at least 16), not single buckets, are the
     groups: one vectorised call per shard instead of one Python call per bucket.
     """
-    from forge_ray.data.dedup import duplicates_in_bucket
+    from forge_ray.prepare.dedup import duplicates_in_bucket
 
     rows = scanned.count() * (1 + per_record)  # at most; count() of a materialised dataset is metadata
     shards = max(16, rows // 1_000_000 + 1)

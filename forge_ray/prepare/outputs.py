@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 
-from forge_ray.data.stages import ROUTED
+from forge_ray.prepare.stages import ROUTED
 
 
 def write_side_outputs(scanned, fs, out: str, names: list[str]) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from forge_ray.config.mixture import MixtureConfig
-from forge_ray.data.mixture.order import batch_quotas, batch_sources, epoch_permutation, ordinals, stable_int
-from forge_ray.data.mixture.shares import MixtureError, SourceShare, resolve_shares
+from forge_ray.mixture.order import batch_quotas, batch_sources, epoch_permutation, ordinals, stable_int
+from forge_ray.mixture.shares import MixtureError, SourceShare, resolve_shares
 
 SPLIT = "train"
 _CACHE_BATCHES = 8

@@ -1,6 +1,6 @@
 """The run report of one registry version, gathered from the artefacts the rooms already write.
 
-    from forge_ray.operate.run_report import write_version_report
+    from forge_ray.report.version_report import write_version_report
     url = write_version_report(Storage(root), "demo-moe", "v3")   # <root>/reports/demo-moe/v3.html
 
 Where each part comes from (docs/contracts.md):
@@ -18,7 +18,7 @@ import logging
 from collections import Counter
 from typing import Any
 
-from forge_ray.operate.report import render_report
+from forge_ray.report.render import render_report
 from forge_ray.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ EVAL_REPORT = "eval"  # forge_ray.eval.run.REPORT_NAME
 
 def realised_counts(run_dir: str, source_names: list[str]) -> dict[str, int]:
     """Samples trained per source, counting each step once (the attempt that trained it last)."""
-    from forge_ray.data.mixture.consumption import effective_steps, read_records
+    from forge_ray.mixture.consumption import effective_steps, read_records
 
     counts: Counter = Counter()
     for recs in effective_steps(read_records(run_dir)).values():

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from forge_ray.data.mixture.plan import MixturePlan
-from forge_ray.data.mixture.reader import read_samples
-from forge_ray.data.mixture.shares import MixtureError
+from forge_ray.mixture.plan import MixturePlan
+from forge_ray.mixture.reader import read_samples
+from forge_ray.mixture.shares import MixtureError
 
 KEYS = ("input_ids", "position_ids", "labels", "source", "sample", "row")
 _END = object()

@@ -1,6 +1,6 @@
 """The prepared dataset on storage: layout, shard format, the LATEST pointer, and the reader.
 
-    from forge_ray.data.dataset import open_dataset
+    from forge_ray.prepare.dataset import open_dataset
     ds = open_dataset(Storage(root), "demo")            # or version="3f9c0a1b2d4e"
     ds.sources                                           # ["docs", "code", "tickets"]
     ds.shard_paths("docs", "train")                      # full fsspec URIs, in row order

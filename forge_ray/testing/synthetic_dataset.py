@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forge_ray.data.dataset import (
+from forge_ray.prepare.dataset import (
     LATEST,
     MANIFEST,
     dataset_dir,

@@ -12,9 +12,9 @@ import json
 
 import pyarrow as pa
 
-from forge_ray.data.dedup import Signer
-from forge_ray.data.pii import PiiScanner
-from forge_ray.data.quality import failed_rule
+from forge_ray.prepare.dedup import Signer
+from forge_ray.prepare.pii import PiiScanner
+from forge_ray.prepare.quality import failed_rule
 
 LIVE = ("ok", "redacted")
 ROUTED = "routed_restricted"  # dropped from the shards, written to restricted/ for synthesis
@@ -25,7 +25,7 @@ def _rows(batch: pa.Table) -> list[dict]:
 
 
 def read_stage(unit: dict, validators: dict) -> list[dict]:
-    from forge_ray.data.read import read_unit
+    from forge_ray.prepare.read import read_unit
 
     return read_unit(unit, validators[unit["source"]])
 
@@ -138,7 +138,7 @@ def finalize_stage(batch: pa.Table, dups: dict[int, str], eval_fraction: float,
 
 def tokenize_stage(batch: pa.Table, tokenizer_json: str) -> pa.Table:
     """Token ids of every kept document (EOS is added by the packer)."""
-    from forge_ray.data.tokenizer import encoder
+    from forge_ray.prepare.tokenizer import encoder
 
     enc = _cached(encoder, tokenizer_json)
     texts = batch["text"].to_pylist()

@@ -24,7 +24,7 @@ from forge_ray.eval.model_files import EvalError, local_model_dir
 
 log = logging.getLogger(__name__)
 
-class Engine(ABC):
+class EvalEngine(ABC):
     """Greedy generation and continuation log-likelihoods over token ids."""
 
     def __init__(self, tokenizer_dir: str, max_model_len: int):
@@ -115,7 +115,7 @@ class _VLLMWorker:
         return sums
 
 
-class OfflineEngine(Engine):
+class OfflineEngine(EvalEngine):
     """vLLM's offline engine on the version's folder, in a Ray actor on the cluster."""
 
     def __init__(self, model_url: str, tokenizer_dir: str, config):
@@ -162,7 +162,7 @@ def _root_cause(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-class EndpointEngine(Engine):
+class EndpointEngine(EvalEngine):
     """An OpenAI-compatible completions endpoint (the served model, or `vllm serve`)."""
 
     def __init__(self, base_url: str, model: str, tokenizer_dir: str, max_model_len: int,

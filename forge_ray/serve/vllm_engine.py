@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import fsspec
 
-from forge_ray.config.serve import EngineConfig
+from forge_ray.config.serve import ServeEngineConfig
 from forge_ray.registry import CanaryResult, Registry, check_canaries
 from forge_ray.registry.checksums import verify_checksums
 
@@ -42,7 +42,7 @@ def structure(manifest: dict) -> dict[str, str]:
     return {k: v for k, v in manifest["files"].items() if not k.endswith(WEIGHT_SUFFIXES)}
 
 
-def in_place_ok(old: dict, new: dict, cfg: EngineConfig) -> bool:
+def in_place_ok(old: dict, new: dict, cfg: ServeEngineConfig) -> bool:
     """In-place reload only for a proven architecture whose config and tokenizer did not change."""
     return (old["architecture"] == new["architecture"] and new["architecture"] in cfg.in_place_architectures
             and structure(old) == structure(new))
@@ -92,7 +92,7 @@ class LoadedVersion:
         return self.manifest["architecture"]
 
 
-async def start_engine(version: str, manifest: dict, path: str, cfg: EngineConfig) -> LoadedVersion:
+async def start_engine(version: str, manifest: dict, path: str, cfg: ServeEngineConfig) -> LoadedVersion:
     """Start an AsyncLLM on `path` (in a thread: the engine core start blocks for seconds)."""
     from transformers import AutoTokenizer
     from vllm.engine.arg_utils import AsyncEngineArgs

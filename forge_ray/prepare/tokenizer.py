@@ -14,7 +14,7 @@ import os
 import posixpath
 from collections.abc import Iterable, Iterator
 
-from forge_ray.data.pii import PLACEHOLDERS, placeholder
+from forge_ray.prepare.pii import PLACEHOLDERS, placeholder
 
 
 def special_tokens(cfg, pii_cfg) -> list[str]:

@@ -16,7 +16,7 @@ from forge_ray.serve.frontend import VERSION_HEADER
 
 
 @dataclass(frozen=True)
-class Result:
+class RequestResult:
     start: float        # time.monotonic() when sent
     seconds: float
     status: int         # HTTP status, 0 for a connection error
@@ -30,7 +30,7 @@ class Load:
                  prompt: str = "The quick brown fox", timeout: float = 120.0):
         self.args = (base_url, key, model, max_tokens, prompt, timeout)
         self.clients = clients
-        self.results: list[Result] = []
+        self.results: list[RequestResult] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -44,9 +44,9 @@ class Load:
                 status, resp, headers = request(base_url, "/completions", key, body, timeout=timeout)
                 err = "" if status == 200 else str(resp)[:200]
                 tokens = resp.get("usage", {}).get("completion_tokens", 0) if status == 200 else 0
-                res = Result(t0, time.monotonic() - t0, status, headers.get(VERSION_HEADER), tokens, err)
+                res = RequestResult(t0, time.monotonic() - t0, status, headers.get(VERSION_HEADER), tokens, err)
             except Exception as e:  # noqa: BLE001 - a connection error is a failed request
-                res = Result(t0, time.monotonic() - t0, 0, None, 0, f"{type(e).__name__}: {e}")
+                res = RequestResult(t0, time.monotonic() - t0, 0, None, 0, f"{type(e).__name__}: {e}")
             with self._lock:
                 self.results.append(res)
 
@@ -62,7 +62,7 @@ class Load:
             t.join(timeout=300)
 
     @property
-    def failures(self) -> list[Result]:
+    def failures(self) -> list[RequestResult]:
         return [r for r in self.results if r.status != 200]
 
     def by_version(self) -> dict[str, int]:

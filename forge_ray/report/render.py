@@ -1,6 +1,6 @@
 """The run report: one self-contained HTML file (inline SVG plots, no scripts, nothing fetched).
 
-    from forge_ray.operate.report import write_report
+    from forge_ray.report.render import write_report
     write_report("report.html", metrics=read_metrics(run_dir), mixture=plan.to_json(),
                  realised={"docs": 812, "code": 640}, eval_report=report, lineage=manifest["lineage"],
                  title="demo-moe v3")
@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from forge_ray.operate import plots
+from forge_ray.report import plots
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }

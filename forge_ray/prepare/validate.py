@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from forge_ray.data.read import record_key
+from forge_ray.prepare.read import record_key
 
 QUARANTINE_REASONS = (
     "malformed_json", "not_an_object", "missing_text", "wrong_type", "empty_text",
