@@ -145,40 +145,39 @@ def endpoint_throughput(base_url: str, n: int, tokens: int, per_client: int) -> 
 
 
 class BareEngine:
-    """The same vLLM AsyncLLM the replicas run, with nothing in front of it (no HTTP, auth or Serve),
+    """The same VLLMEngine (vLLM AsyncLLM) the replicas run, with nothing in front of it (no HTTP, auth or Serve),
     in this process, on an event loop in a thread."""
 
     def __init__(self, path: str):
         import threading
 
         from forge_ray.config.serve import ServeEngineConfig
-        from forge_ray.serve import vllm_engine as eng
+        from forge_ray.serve.vllm_engine import VLLMEngine
 
-        self.eng = eng
         # A Serve replica with num_cpus=1 runs with OMP_NUM_THREADS=1 (Ray sets it), and so does its
         # engine; the bare engine gets the same, else it compares different thread counts.
         os.environ["OMP_NUM_THREADS"] = "1"
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        self.loaded = self._run(eng.start_engine("v", {"architecture": "", "files": {}}, path, ServeEngineConfig()))
+        self.engine = self._run(VLLMEngine.start("v", {"architecture": "", "files": {}}, path, ServeEngineConfig()))
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def throughput(self, n: int, tokens: int, per_client: int) -> tuple[float, float]:
         """(burst, sustained) tokens/s, as endpoint_throughput measures them."""
-        ids = list(self.loaded.tokenizer(PROMPT)["input_ids"])
+        ids = list(self.engine.tokenizer(PROMPT)["input_ids"])
         sampling = {"max_tokens": tokens, "temperature": 0.0}
 
         async def one():
-            outs = [o async for o in self.eng.stream(self.loaded.engine, ids, sampling, final_only=True)]
-            return sum(len(o.outputs[0].token_ids) for o in outs)
+            outs = [o async for o in self.engine.generate(ids, sampling, final_only=True)]
+            return sum(len(o.token_ids) for o in outs)
 
         self._run(closed_loop(one, n, n))                 # warm up
         return self._run(closed_loop(one, n, n)), self._run(closed_loop(one, n, n * per_client))
 
     def close(self) -> None:
-        self.eng.shutdown(self.loaded)
+        self.engine.shutdown()
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 

@@ -24,6 +24,7 @@ from forge_ray.config import ForgeConfig, load_config
 from forge_ray.config.serve import ServeConfig
 from forge_ray.errors import ConfigError, ForgeError
 from forge_ray.registry import Registry
+from forge_ray.serve.contracts import WatcherStatus
 from forge_ray.storage import Storage
 
 
@@ -88,14 +89,16 @@ def start_serving(config: ForgeConfig, address: str | None = None, model: str | 
     return Endpoint(f"http://{cfg.host}:{cfg.port}/v1", model, cfg.app_name, root)
 
 
-def status(endpoint: Endpoint) -> dict:
-    """The swap watcher's view: target version, generation, each replica's version, recent events."""
+def status(endpoint: Endpoint) -> WatcherStatus:
+    """The swap watcher's view (a plain dict, typed in serve/contracts.py): target version,
+    generation, each replica's version, recent events."""
     from ray import serve
 
     return serve.get_deployment_handle("SwapWatcher", endpoint.app_name).status.remote().result()
 
 
-def wait_for_version(endpoint: Endpoint, version: str, timeout_s: float = 300.0, replicas: int | None = None) -> dict:
+def wait_for_version(endpoint: Endpoint, version: str, timeout_s: float = 300.0,
+                     replicas: int | None = None) -> WatcherStatus:
     """Block until every replica (at least `replicas` of them) serves `version`; returns the status.
 
     Raises ServeError if the version is rejected or refused meanwhile, or on timeout.

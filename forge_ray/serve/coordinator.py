@@ -17,6 +17,7 @@ from forge_ray.config.serve import SwapConfig
 from forge_ray.errors import ForgeError
 from forge_ray.registry import CorruptVersionError, Registry
 from forge_ray.serve import metrics
+from forge_ray.serve.contracts import ReplicaRecord, SwapResult, Target, WatcherEvent, WatcherStatus
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ class SwapCoordinator:
         registry.verify(pointer.version)
         self.target, self.generation = pointer.version, pointer.generation
         self.lease: tuple[str, float] | None = None
-        self.replicas: dict[str, dict] = {}
-        self.events: list[dict] = []
+        self.replicas: dict[str, ReplicaRecord] = {}
+        self.events: list[WatcherEvent] = []
 
     def _event(self, kind: str, version: str | None, detail: str) -> None:
-        self.events.append({"time": time.time(), "event": kind, "version": version, "detail": detail})
+        self.events.append(WatcherEvent(time=time.time(), event=kind, version=version, detail=detail))
         del self.events[:-50]
         log.info("swap watcher: %s %s: %s", kind, version, detail)
 
@@ -67,10 +68,10 @@ class SwapCoordinator:
                 log.exception("swap watcher poll failed")
             await asyncio.sleep(self.cfg.watch_interval_s)
 
-    def target_version(self) -> dict:
-        return {"version": self.target, "generation": self.generation}
+    def target_version(self) -> Target:
+        return Target(version=self.target, generation=self.generation)
 
-    async def follow(self, replica_id: str, version: str | None, wait_s: float) -> dict:
+    async def follow(self, replica_id: str, version: str | None, wait_s: float) -> Target:
         """A replica's long poll: records its heartbeat, then returns the target as soon as it
         differs from `version`, or after `wait_s`. One call per replica every few seconds, instead
         of several a second, and a promotion reaches the replicas within FOLLOW_TICK_S."""
@@ -88,26 +89,29 @@ class SwapCoordinator:
         if self.lease and self.lease[0] != replica_id and now - self.lease[1] < LEASE_TIMEOUT_S:
             return False
         self.lease = (replica_id, now)
-        self.heartbeat(replica_id, self.replicas.get(replica_id, {}).get("version"), True)
+        known = self.replicas.get(replica_id)
+        self.heartbeat(replica_id, known["version"] if known else None, True)
         return True
 
-    def report(self, replica_id: str, result: dict) -> None:
+    def report(self, replica_id: str, result: SwapResult) -> None:
         if self.lease and self.lease[0] == replica_id:
             self.lease = None
-        self.heartbeat(replica_id, result["serving"], False)
-        metrics.swap_done(result["path"], result["ok"], result["seconds"])
-        self._event("swapped" if result["ok"] else "swap_failed", result["to"],
-                    f"{replica_id} {result['path']} in {result['seconds']:.2f}s: {result['detail']}")
-        if not result["ok"] and self.registry.state(result["to"]) != "rejected":
-            pointer = self.registry.reject(result["to"], f"swap check failed on replica {replica_id}: "
-                                                         f"{result['detail']}")
+        self.heartbeat(replica_id, result.serving, False)
+        metrics.swap_done(result.path, result.ok, result.seconds)
+        self._event("swapped" if result.ok else "swap_failed", result.to_version,
+                    f"{replica_id} {result.path} in {result.seconds:.2f}s: {result.detail}")
+        if not result.ok and self.registry.state(result.to_version) != "rejected":
+            pointer = self.registry.reject(result.to_version, f"swap check failed on replica {replica_id}: "
+                                                              f"{result.detail}")
             self.generation = pointer.generation
-            self.target = pointer.version or result["serving"]
+            self.target = pointer.version or result.serving
 
     def heartbeat(self, replica_id: str, version: str | None, swapping: bool) -> None:
-        self.replicas[replica_id] = {"version": version, "swapping": swapping, "seen": time.time()}
+        self.replicas[replica_id] = ReplicaRecord(version=version, swapping=swapping, seen=time.time())
 
-    def status(self) -> dict:
+    def status(self) -> WatcherStatus:
+        """The one place the watcher's status is built: a plain dict (JSON for /admin/status, and
+        what `serve.status()` and `wait_for_version` read)."""
         alive = {r: s for r, s in self.replicas.items() if time.time() - s["seen"] < 30}
-        return {"model": self.registry.model, "target": self.target, "generation": self.generation,
-                "replicas": alive, "events": self.events[-20:]}
+        return WatcherStatus(model=self.registry.model, target=self.target, generation=self.generation,
+                             replicas=alive, events=self.events[-20:])

@@ -16,9 +16,11 @@ from forge_ray.errors import ForgeError
 from forge_ray.registry import Registry
 from forge_ray.serve import metrics
 from forge_ray.serve.auth import KeyChecker
+from forge_ray.serve.contracts import SwapResult, Target, WatcherStatus
 from forge_ray.serve.coordinator import SwapCoordinator
 from forge_ray.serve.frontend import Frontend
 from forge_ray.serve.replica import ModelReplica
+from forge_ray.serve.vllm_engine import VLLMEngine
 
 log = logging.getLogger(__name__)
 FOLLOW_WAIT_S = 5.0   # a replica's long poll of the watcher returns at least this often (a heartbeat)
@@ -34,23 +36,24 @@ class SwapWatcher:
         self.coord = SwapCoordinator(Registry(storage_uri, model), cfg.swap)
         self._task = asyncio.get_running_loop().create_task(self.coord.run())
 
-    def target(self) -> dict:
+    def target(self) -> Target:
         return self.coord.target_version()
 
     def acquire(self, replica_id: str, version: str) -> bool:
         return self.coord.acquire(replica_id, version)
 
-    def report(self, replica_id: str, result: dict) -> None:
+    def report(self, replica_id: str, result: SwapResult) -> None:
         self.coord.report(replica_id, result)
 
-    async def follow(self, replica_id: str, version: str | None) -> dict:
+    async def follow(self, replica_id: str, version: str | None) -> Target:
         return await self.coord.follow(replica_id, version, FOLLOW_WAIT_S)
 
-    def status(self) -> dict:
+    def status(self) -> WatcherStatus:
         return self.coord.status()
 
-    async def admin(self, action: str, body: dict) -> dict:
-        """reload | promote {"version"} | rollback {"reason", "to"} | status."""
+    async def admin(self, action: str, body: dict) -> WatcherStatus | dict:
+        """reload | promote {"version"} | rollback {"reason", "to"} | status; returns the status, or
+        {"error"} (a 400 at the front)."""
         reg = self.coord.registry
         try:
             if action == "promote":
@@ -76,7 +79,7 @@ class ModelServer:
         keys = KeyChecker.from_config(cfg.auth)  # no API key configured: refuse before loading anything
         self.watcher = watcher
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        self.replica = ModelReplica(cfg, Registry(storage_uri, model), self.replica_id)
+        self.replica = ModelReplica(cfg, Registry(storage_uri, model), self.replica_id, engine_cls=VLLMEngine)
         self.front = Frontend(
             cfg, model, keys, stream_fn=self.replica.generate,
             status_fn=lambda: watcher.status.remote(),
@@ -100,7 +103,7 @@ class ModelServer:
                     if await self.watcher.acquire.remote(self.replica_id, target):
                         result = await self.replica.swap(target)
                         await self.watcher.report.remote(self.replica_id, result)
-                        if result["ok"]:
+                        if result.ok:
                             continue
                     await asyncio.sleep(RETRY_S)  # another replica is swapping, or this swap failed
             except Exception:  # noqa: BLE001 - keep following; serving goes on meanwhile
@@ -112,7 +115,7 @@ class ModelServer:
 
     def check_health(self) -> None:
         current = self.replica.current
-        if current is None or getattr(current.engine, "errored", False):
+        if current is None or current.engine.errored:
             raise RuntimeError(f"engine of replica {self.replica_id} is not running")
 
     def __del__(self):

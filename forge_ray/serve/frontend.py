@@ -3,8 +3,8 @@
 `Frontend.handle` takes a Starlette request and returns a response; the model replica deployment
 (ModelServer, which is also the app's HTTP ingress) only forwards to it. The engine is reached
 through `stream_fn(request) -> async iterator of events` (ModelReplica.generate, in the same
-process) and the swap watcher through `status_fn()`, so a unit test can run the whole front over
-fakes.
+process; serve/contracts.py types both) and the swap watcher through `status_fn()`, so a unit test
+can run the whole front over fakes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Literal, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from forge_ray.config.serve import ServeConfig
 from forge_ray.serve import metrics
 from forge_ray.serve.auth import KeyChecker
+from forge_ray.serve.contracts import DeltaEvent, GenerateRequest, StartEvent, StreamEvent, WatcherStatus
 from forge_ray.serve.protocol import (
     BadRequest,
     ChatRequest,
@@ -30,7 +32,7 @@ from forge_ray.serve.protocol import (
 )
 
 VERSION_HEADER = "x-forge-model-version"
-StreamFn = Callable[[dict], AsyncIterator[dict]]
+StreamFn = Callable[[GenerateRequest], AsyncIterator[StreamEvent]]
 
 
 def error_response(status: int, message: str, type_: str, code: str | None = None) -> JSONResponse:
@@ -39,7 +41,8 @@ def error_response(status: int, message: str, type_: str, code: str | None = Non
 
 class Frontend:
     def __init__(self, cfg: ServeConfig, model: str, keys: KeyChecker, stream_fn: StreamFn,
-                 status_fn: Callable[[], Awaitable[dict]], admin_fn: Callable[[str, dict], Awaitable[dict]]):
+                 status_fn: Callable[[], Awaitable[WatcherStatus]],
+                 admin_fn: Callable[[str, dict], Awaitable[dict]]):
         self.cfg, self.model, self.keys = cfg, model, keys
         self.stream_fn, self.status_fn, self.admin_fn = stream_fn, status_fn, admin_fn
 
@@ -88,14 +91,14 @@ class Frontend:
             raise BadRequest(result["error"])
         return JSONResponse(result)
 
-    async def complete(self, request: Request, kind: str) -> Response:
+    async def complete(self, request: Request, kind: Literal["completion", "chat"]) -> Response:
         t0 = time.monotonic()
         route = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
         req = parse(ChatRequest if kind == "chat" else CompletionRequest, await _json(request))
         if req.model != self.model:
             raise BadRequest(f"unknown model {req.model!r}; this endpoint serves {self.model!r}",
                              param="model", code="model_not_found")
-        internal = {"kind": kind, "stream": req.stream, "sampling": req.sampling(self.cfg.default_max_tokens)}
+        internal = GenerateRequest(kind=kind, stream=req.stream, sampling=req.sampling(self.cfg.default_max_tokens))
         if kind == "chat":
             internal["messages"] = [m.model_dump() for m in req.messages]
         else:
@@ -108,8 +111,10 @@ class Frontend:
             metrics.error(route, first["body"]["error"]["type"])
             metrics.request_done(route, first["status"], "", time.monotonic() - t0)
             return JSONResponse(first["body"], status_code=first["status"])
-        version, rid = first["version"], new_id("chatcmpl" if kind == "chat" else "cmpl")
-        usage = {"prompt_tokens": first["prompt_tokens"], "completion_tokens": 0}
+        # Not an error: a start, then only deltas (the replica's contract, serve/contracts.py).
+        start, deltas = cast(StartEvent, first), cast("AsyncIterator[DeltaEvent]", events)
+        version, rid = start["version"], new_id("chatcmpl" if kind == "chat" else "cmpl")
+        usage = {"prompt_tokens": start["prompt_tokens"], "completion_tokens": 0}
         headers = {VERSION_HEADER: version}
 
         def done(status: int) -> None:
@@ -118,8 +123,10 @@ class Frontend:
                                  usage["prompt_tokens"], usage["completion_tokens"])
 
         if not req.stream:
-            text, ids, finish = [], [], None
-            async for ev in events:
+            text: list[str] = []
+            ids: list[int] = []
+            finish = None
+            async for ev in deltas:
                 text.append(ev["text"])
                 ids += ev["token_ids"]
                 finish = ev["finish_reason"] or finish
@@ -134,7 +141,7 @@ class Frontend:
         async def sse() -> AsyncIterator[str]:
             status = 200
             try:
-                async for ev in events:
+                async for ev in deltas:
                     usage["completion_tokens"] += len(ev["token_ids"])
                     chunk = completion_body(kind, rid, self.model, version, ev["text"], ev["finish_reason"],
                                             None, delta=True,

@@ -1,6 +1,8 @@
 """Prometheus metrics (Ray's metrics export: each node's /metrics, names prefixed `ray_forge_`).
 
-Created lazily in the process that records them (ingress or model replica).
+Created lazily in the process that records them (ingress or model replica). Safe without a running
+Ray: outside a Ray worker the metric objects record in memory and nothing is exported (no thread,
+no network connection), so the replica, the watcher and the front run in unit tests with nothing patched.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from forge_ray.serve.contracts import Sampling
+
 
 class BadRequest(Exception):
     """A client error: becomes a 400 (or `status`) with an OpenAI-style error body."""
@@ -43,12 +45,12 @@ class _Sampling(BaseModel):
     user: str | None = None
     return_token_ids: bool = False  # extension (as vLLM's server): the completion's token ids
 
-    def sampling(self, default_max_tokens: int) -> dict[str, Any]:
+    def sampling(self, default_max_tokens: int) -> Sampling:
         """Arguments for vllm.SamplingParams."""
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        return {"max_tokens": self.max_tokens or default_max_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, "presence_penalty": self.presence_penalty,
-                "frequency_penalty": self.frequency_penalty, "seed": self.seed, "stop": stop}
+        return Sampling(max_tokens=self.max_tokens or default_max_tokens, temperature=self.temperature,
+                        top_p=self.top_p, presence_penalty=self.presence_penalty,
+                        frequency_penalty=self.frequency_penalty, seed=self.seed, stop=stop)
 
 
 class CompletionRequest(_Sampling):

@@ -1,4 +1,4 @@
-"""One vLLM async engine loaded with one registry version: start, generate, reload, check, stop."""
+"""The serving engine that serves: vLLM's AsyncLLM loaded with one registry version (ServingEngine)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,13 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-
-import fsspec
 
 from forge_ray.config.serve import ServeEngineConfig
-from forge_ray.registry import CanaryResult, Registry, check_canaries
-from forge_ray.registry.checksums import verify_checksums
+from forge_ray.registry import CanaryResult, check_canaries
+from forge_ray.serve.contracts import Sampling
+from forge_ray.serve.engine_interface import EngineOutput, ServingEngine
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant:{% endif %}"
-)
-WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")
 
 
 def engine_env() -> dict[str, str]:
@@ -37,118 +29,76 @@ def engine_env() -> dict[str, str]:
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-def structure(manifest: dict) -> dict[str, str]:
-    """Checksums of everything but the weights: equal structure means same config and tokenizer."""
-    return {k: v for k, v in manifest["files"].items() if not k.endswith(WEIGHT_SUFFIXES)}
+class VLLMEngine(ServingEngine):
+    """A vllm.v1 AsyncLLM and the version's tokenizer (engine_interface.ServingEngine says what each
+    method does)."""
 
+    def __init__(self, version: str, manifest: dict, path: str, engine, tokenizer):
+        self.version, self.manifest, self.path = version, manifest, path
+        self.engine = engine            # vllm AsyncLLM
+        self._tokenizer = tokenizer
 
-def in_place_ok(old: dict, new: dict, cfg: ServeEngineConfig) -> bool:
-    """In-place reload only for a proven architecture whose config and tokenizer did not change."""
-    return (old["architecture"] == new["architecture"] and new["architecture"] in cfg.in_place_architectures
-            and structure(old) == structure(new))
+    @classmethod
+    async def start(cls, version: str, manifest: dict, path: str, cfg: ServeEngineConfig) -> VLLMEngine:
+        """Start an AsyncLLM on `path` (in a thread: the engine core start blocks for seconds)."""
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
 
-
-def local_dir(registry: Registry, version: str, cache_root: str | None = None) -> str:
-    """A local folder with the version, checksums verified (downloaded when storage is remote)."""
-    registry.verify(version)
-    fs = registry.storage.fs
-    if "file" in fs.protocol or "local" in fs.protocol:
-        return registry.version_path(version)
-    cache_root = cache_root or os.path.expanduser("~/.cache/forge_ray/registry")
-    dest = os.path.join(cache_root, registry.model, version)
-    if not os.path.exists(os.path.join(dest, "_COMPLETE")):
-        fs.get(registry.version_path(version).rstrip("/") + "/", dest, recursive=True)
-    verify_checksums(fsspec.filesystem("file"), dest, registry.manifest(version)["files"])
-    return dest
-
-
-@dataclass
-class LoadedVersion:
-    """An engine plus what it was loaded with; `inflight` counts requests using it."""
-
-    version: str
-    manifest: dict
-    path: str
-    engine: object          # vllm AsyncLLM
-    tokenizer: object
-    inflight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def enter(self) -> None:
-        self.inflight += 1
-        self.idle.clear()
-
-    def exit(self) -> None:
-        self.inflight -= 1
-        if self.inflight == 0:
-            self.idle.set()
-
-    async def drained(self, timeout: float) -> None:
-        if self.inflight:
-            await asyncio.wait_for(self.idle.wait(), timeout)
+        os.environ.update(engine_env())
+        # The legacy VLLM_CPU_KVCACHE_SPACE (whole GiB) would override kv_cache_memory_bytes on CPU.
+        os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+        args = AsyncEngineArgs(model=path, tokenizer=path, max_model_len=cfg.max_model_len, dtype=cfg.dtype,
+                               max_num_seqs=cfg.max_num_seqs, enforce_eager=cfg.enforce_eager, seed=0,
+                               kv_cache_memory_bytes=int(cfg.kv_cache_gib * 2**30), disable_log_stats=True,
+                               distributed_executor_backend="uni")
+        engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, path)
+        return cls(version, manifest, path, engine, tokenizer)
 
     @property
-    def architecture(self) -> str:
-        return self.manifest["architecture"]
+    def tokenizer(self):
+        return self._tokenizer
 
+    async def generate(self, prompt_ids: list[int], sampling: Sampling,
+                       final_only: bool = False) -> AsyncIterator[EngineOutput]:
+        """vLLM's RequestOutputs for one request: DELTA outputs, or (final_only) one FINAL_ONLY output."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
-async def start_engine(version: str, manifest: dict, path: str, cfg: ServeEngineConfig) -> LoadedVersion:
-    """Start an AsyncLLM on `path` (in a thread: the engine core start blocks for seconds)."""
-    from transformers import AutoTokenizer
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.v1.engine.async_llm import AsyncLLM
+        kind = RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA
+        params = SamplingParams(**sampling, output_kind=kind)
+        async for out in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, uuid.uuid4().hex):
+            o = out.outputs[0]
+            yield EngineOutput(o.text, list(o.token_ids), o.finish_reason)
 
-    os.environ.update(engine_env())
-    # The legacy VLLM_CPU_KVCACHE_SPACE (whole GiB) would override kv_cache_memory_bytes on CPU.
-    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
-    args = AsyncEngineArgs(model=path, tokenizer=path, max_model_len=cfg.max_model_len, dtype=cfg.dtype,
-                           max_num_seqs=cfg.max_num_seqs, enforce_eager=cfg.enforce_eager, seed=0,
-                           kv_cache_memory_bytes=int(cfg.kv_cache_gib * 2**30), disable_log_stats=True,
-                           distributed_executor_backend="uni")
-    engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
-    tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, path)
-    loaded = LoadedVersion(version, manifest, path, engine, tokenizer)
-    loaded.idle.set()
-    return loaded
+    async def _greedy(self, prompt_ids: list[int], n: int) -> list[int]:
+        tokens: list[int] = []
+        async for out in self.generate(prompt_ids, {"temperature": 0.0, "max_tokens": n, "ignore_eos": True},
+                                       final_only=True):
+            tokens += out.token_ids
+        return tokens
 
+    async def reload_weights(self, version: str, manifest: dict, path: str) -> None:
+        await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
+        self.version, self.manifest, self.path = version, manifest, path
 
-async def stream(engine, prompt_ids: list[int], sampling: dict, final_only: bool = False) -> AsyncIterator:
-    """vLLM RequestOutputs for one request: deltas, or (final_only) one output with everything."""
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
-    from vllm.sampling_params import RequestOutputKind
+    async def reset_prefix_cache(self) -> None:
+        await self.engine.reset_prefix_cache()
 
-    kind = RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA
-    params = SamplingParams(**sampling, output_kind=kind)
-    async for out in engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, uuid.uuid4().hex):
-        yield out
+    async def run_canaries(self, match_tokens: int | None) -> CanaryResult:
+        canaries = self.manifest.get("canaries", [])
+        outputs = await asyncio.gather(*[
+            self._greedy(c["prompt_token_ids"], len(c["greedy_token_ids"])) for c in canaries])
+        return check_canaries(canaries, list(outputs), match_tokens)
 
+    @property
+    def errored(self) -> bool:
+        return bool(getattr(self.engine, "errored", False))
 
-async def greedy(engine, prompt_ids: list[int], n: int) -> list[int]:
-    tokens: list[int] = []
-    sampling = {"temperature": 0.0, "max_tokens": n, "ignore_eos": True}
-    async for out in stream(engine, prompt_ids, sampling, final_only=True):
-        tokens += out.outputs[0].token_ids
-    return tokens
-
-
-async def run_canaries(loaded: LoadedVersion, match_tokens: int | None) -> CanaryResult:
-    """Greedy tokens of the engine on the version's canaries, compared with those recorded at export."""
-    canaries = loaded.manifest.get("canaries", [])
-    outputs = await asyncio.gather(*[
-        greedy(loaded.engine, c["prompt_token_ids"], len(c["greedy_token_ids"])) for c in canaries])
-    return check_canaries(canaries, list(outputs), match_tokens)
-
-
-async def reload_in_place(loaded: LoadedVersion, version: str, manifest: dict, path: str) -> None:
-    """Drained engine only: load new weights into the running engine, then drop cached KV."""
-    await loaded.engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
-    await loaded.engine.reset_prefix_cache()
-    loaded.version, loaded.manifest, loaded.path = version, manifest, path
-
-
-def shutdown(loaded: LoadedVersion) -> None:
-    try:
-        loaded.engine.shutdown()
-    except Exception:  # noqa: BLE001 - a dying engine must not take the replica with it
-        log.exception("engine shutdown of %s failed", loaded.version)
+    def shutdown(self) -> None:
+        try:
+            self.engine.shutdown()
+        except Exception:  # noqa: BLE001 - a dying engine must not take the replica with it
+            log.exception("engine shutdown of %s failed", self.version)
