@@ -23,3 +23,7 @@ class StorageError(ForgeError):
     """The storage root cannot be used (not writable, missing, incomplete artefact)."""
 
     exit_code = 2
+
+
+class ConflictError(StorageError):
+    """A conditional write lost: another writer changed the object first (re-read, then retry)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import forge_ray  # noqa: F401  (applies the offline environment before Ray is imported)
+from tests.s3_server import s3_env, s3_root, s3_server  # noqa: F401  (fixtures: a SeaweedFS S3 server)
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "jobs" / "configs" / "demo.yaml"

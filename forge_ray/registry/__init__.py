@@ -4,8 +4,10 @@
     publish_version(storage, "demo-moe", "v1", hf_dir, manifest)   # export: add a candidate
     reg = Registry(storage, "demo-moe")
     reg.promote("v1"); reg.attach_report("v1", "eval", report); reg.rollback("bad answers")
+    local = cache_version(reg, "v1")   # a verified node-local copy when the root is an object store
 """
 
+from forge_ray.registry.cache import cache_folder, cache_version
 from forge_ray.registry.canary import CanaryResult, check_canaries, record_canaries
 from forge_ray.registry.checksums import CorruptVersionError
 from forge_ray.registry.publish import publish_version
@@ -19,6 +21,8 @@ __all__ = [
     "Registry",
     "RegistryError",
     "VersionInfo",
+    "cache_folder",
+    "cache_version",
     "check_canaries",
     "publish_version",
     "record_canaries",

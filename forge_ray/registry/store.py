@@ -6,31 +6,32 @@
     registry/<model>/PROMOTED              {"version", "generation", "history": [...]}
 
 States: candidate -> promoted -> rolled_back, or candidate -> rejected. The PROMOTED pointer is
-replaced atomically (write to a temporary name, rename) and its generation grows by one at every
-change, so a watcher sees "something changed" by comparing one integer. A version that was
+replaced atomically (a rename locally, one PUT on an object store) and its generation grows by one
+at every change, so a watcher sees "something changed" by comparing one integer. A version that was
 promoted and then replaced by a newer one stays "promoted": it is a valid rollback target.
-Changes are serialised with a lock file on local storage; on object stores one writer at a time
-(operator, eval job, swap watcher) is assumed.
+Changes (promote, reject, rollback) are serialised by `lock.registry_lock` (flock locally, a lock
+object with a lease on object stores), and the pointer is written with compare-and-swap on top,
+so concurrent changes from any number of processes or nodes never lose an update or repeat a
+generation number.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import os
+import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from forge_ray.errors import ForgeError
+from forge_ray.errors import ConflictError, ForgeError
 from forge_ray.registry.checksums import MANIFEST, verify_checksums
-from forge_ray.storage import Storage
+from forge_ray.registry.lock import registry_lock
+from forge_ray.storage import Storage, dump_json
 
 STATES = ("candidate", "promoted", "rejected", "rolled_back")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 POINTER = "PROMOTED"
+LOCK = ".lock"  # a file locally, an object with a lease on object stores
 
 
 class RegistryError(ForgeError):
@@ -125,10 +126,7 @@ class Registry:
         return [self.get(v) for v in self.versions()]
 
     def pointer(self) -> Pointer:
-        if not self.storage.exists(self.rel(POINTER)):
-            return Pointer(None, 0, [])
-        raw = self.storage.read_json(self.rel(POINTER))
-        return Pointer(raw["version"], int(raw["generation"]), raw.get("history", []))
+        return self._read_pointer()[0]
 
     def promoted(self) -> str | None:
         """The version the endpoint should serve, or None before the first promotion."""
@@ -148,27 +146,27 @@ class Registry:
             state = self.state(version)
             if state == "rejected":
                 raise RegistryError(f"{self.model}/{version} was rejected; it cannot be promoted")
-            current = self.pointer()
+            current, tag = self._read_pointer()
             if current.version == version:
                 raise RegistryError(f"{self.model}/{version} is already the promoted version")
             if verify:
                 self.verify(version)
             self._set_state(version, "promoted", reason or "promoted")
-            return self._move_pointer(current, version, "promote", reason)
+            return self._move_pointer(current, tag, version, "promote", reason)
 
     def reject(self, version: str, reason: str) -> Pointer:
         """Mark `version` rejected; if it is the promoted one, the pointer goes back to the previous."""
         with self._lock():
             self._set_state(version, "rejected", reason)
-            current = self.pointer()
+            current, tag = self._read_pointer()
             if current.version != version:
                 return current
-            return self._move_pointer(current, self._previous_good(current, version), "reject", reason)
+            return self._move_pointer(current, tag, self._previous_good(current, version), "reject", reason)
 
     def rollback(self, reason: str = "", to: str | None = None) -> Pointer:
         """The promoted version becomes rolled_back; the pointer goes to `to` or the previous one."""
         with self._lock():
-            current = self.pointer()
+            current, tag = self._read_pointer()
             if current.version is None:
                 raise RegistryError(f"{self.model}: no promoted version to roll back")
             target = to or self._previous_good(current, current.version)
@@ -178,7 +176,7 @@ class Registry:
                 raise RegistryError(f"{self.model}/{target} was rejected; cannot roll back to it")
             self._set_state(current.version, "rolled_back", reason or "rolled back")
             self._set_state(target, "promoted", f"rollback target of {current.version}")
-            return self._move_pointer(current, target, "rollback", reason)
+            return self._move_pointer(current, tag, target, "rollback", reason)
 
     def attach_report(self, version: str, name: str, report: dict) -> str:
         """Store a report (e.g. the eval report) with a version; returns its URI."""
@@ -224,25 +222,28 @@ class Registry:
                 return v
         return None
 
-    def _move_pointer(self, current: Pointer, version: str | None, action: str, reason: str) -> Pointer:
+    def _read_pointer(self) -> tuple[Pointer, str | None]:
+        """The pointer and its tag for a compare-and-swap (None: no pointer yet)."""
+        got = self.storage.read_tagged(self.rel(POINTER))
+        if got is None:
+            return Pointer(None, 0, []), None
+        raw = json.loads(got[0])
+        return Pointer(raw["version"], int(raw["generation"]), raw.get("history", [])), got[1]
+
+    def _move_pointer(self, current: Pointer, tag: str | None, version: str | None, action: str,
+                      reason: str) -> Pointer:
         generation = current.generation + 1
         entry = {"generation": generation, "version": version, "action": action,
                  "reason": reason, "time": now()}
         history = [*current.history, entry]
-        self.storage.write_json(self.rel(POINTER), {"version": version, "generation": generation,
-                                                    "history": history})
+        body = dump_json({"version": version, "generation": generation, "history": history})
+        try:
+            self.storage.write_if(self.rel(POINTER), body, tag)
+        except ConflictError:
+            # Only a lock holder whose lease ran out gets here; the newer pointer stands.
+            raise RegistryError(f"{self.model}: the promoted pointer changed during this {action}; "
+                                "check `forge registry list` and try again") from None
         return Pointer(version, generation, history)
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        if "file" not in self.storage.fs.protocol and "local" not in self.storage.fs.protocol:
-            yield
-            return
-        base = self.storage.path(self.rel())
-        os.makedirs(base, exist_ok=True)
-        with open(os.path.join(base, ".lock"), "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def _lock(self):
+        return registry_lock(self.storage, self.rel(LOCK))
