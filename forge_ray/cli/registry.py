@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
         manifest["files"] = f"{len(info.manifest.get('files', {}))} files, sha256 each"
         print(json.dumps({"state": info.state, "url": info.url, "history": info.history,
                           "reports": info.reports, "manifest": manifest}, indent=2))
-        if "eval" in info.reports:
-            from forge_ray.eval import format_report
+        from forge_ray.eval.report import REPORT_NAME, format_report, read_report
 
-            print(format_report(reg.report(args.version, "eval")))
+        if REPORT_NAME in info.reports:
+            print(format_report(read_report(reg, args.version)))
     elif args.action == "promote":
         p = reg.promote(args.version, reason=args.reason)
         print(f"{reg.model}: promoted {p.version} (generation {p.generation})")

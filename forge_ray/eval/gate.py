@@ -10,20 +10,24 @@ Each rule is named after its config field, so a rejection says which setting it 
 
 from __future__ import annotations
 
+from forge_ray.config.eval import GateConfig
+from forge_ray.eval.report import Baseline, GateDecision, GateRule, UngatedReport
 
-def _rule(rule: str, passed: bool, detail: str) -> dict:
+
+def _rule(rule: str, passed: bool, detail: str) -> GateRule:
     return {"rule": rule, "passed": bool(passed), "detail": detail}
 
 
-def _perplexity_rules(gate, report: dict, baseline: dict | None) -> list[dict]:
+def _perplexity_rules(gate: GateConfig, report: UngatedReport, baseline: Baseline | None) -> list[GateRule]:
     ppl = report.get("perplexity") or {}
-    rules = []
+    rules: list[GateRule] = []
     if gate.max_perplexity_regression_pct is not None:
         if baseline is None:
             rules.append(_rule("max_perplexity_regression_pct", True, "no promoted version to compare with"))
         else:
             limit = gate.max_perplexity_regression_pct
-            worse, lines = [], []
+            worse: list[str] = []
+            lines: list[str] = []
             for domain, r in ppl.items():
                 base = baseline["perplexity"].get(domain)
                 if base is None:
@@ -43,11 +47,12 @@ def _perplexity_rules(gate, report: dict, baseline: dict | None) -> list[dict]:
     return rules
 
 
-def apply_gate(gate, report: dict, baseline: dict | None = None) -> dict:
+def apply_gate(gate: GateConfig, report: UngatedReport, baseline: Baseline | None = None) -> GateDecision:
     """Decide promote / reject. `gate` is `eval.gate`; `baseline` is {version, perplexity} of the
     promoted version on the same eval data, or None when nothing is promoted yet."""
-    if report.get("error"):
-        rules = [_rule("evaluation", False, report["error"])]
+    error = report.get("error")
+    if error:
+        rules = [_rule("evaluation", False, error)]
     else:
         rules = _perplexity_rules(gate, report, baseline)
         kpi = report.get("kpi")
@@ -56,9 +61,10 @@ def apply_gate(gate, report: dict, baseline: dict | None = None) -> dict:
                 failed = [f"{s['name']} {s['score']:.3f} < {s['threshold']:g}" for s in kpi["suites"] if not s["passed"]]
                 rules.append(_rule("require_suites_pass", not failed,
                                    "; ".join(failed) or f"{len(kpi['suites'])} suite(s) at or above threshold"))
-            if gate.min_kpi_score is not None:
-                ok = kpi["weighted_score"] >= gate.min_kpi_score
-                rules.append(_rule("min_kpi_score", ok, f"weighted score {kpi['weighted_score']:.3f} "
+            score = kpi["weighted_score"]  # a number: there are suites
+            if gate.min_kpi_score is not None and score is not None:
+                ok = score >= gate.min_kpi_score
+                rules.append(_rule("min_kpi_score", ok, f"weighted score {score:.3f} "
                                    f"{'>=' if ok else '<'} {gate.min_kpi_score:g}"))
         mem = report.get("memorisation")
         if mem is not None and gate.max_canary_leaks is not None:

@@ -24,6 +24,7 @@ from forge_ray.eval.model_files import EvalError, local_model_dir
 
 log = logging.getLogger(__name__)
 
+
 class EvalEngine(ABC):
     """Greedy generation and continuation log-likelihoods over token ids."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from forge_ray.eval.report import CaseResult, KpiReport, SuiteResult
 from forge_ray.eval.scorers import score_answer, score_choice
 from forge_ray.eval.suites import ChoiceCase, Suite
 
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 ANSWER_CHARS = 500  # answers are kept in the report up to this many characters
 
 
-def run_suites(engine, suites: list[Suite]) -> dict:
+def run_suites(engine, suites: list[Suite]) -> KpiReport:
     """Score every case of every suite; {suites: [...], weighted_score, passed}."""
     generated = [(s, c) for s in suites for c in s.cases if not isinstance(c, ChoiceCase)]
     choices = [(s, c) for s in suites for c in s.cases if isinstance(c, ChoiceCase)]
@@ -26,18 +27,19 @@ def run_suites(engine, suites: list[Suite]) -> dict:
         [c.stop for _, c in generated],
     )
     lls = engine.loglikelihood([(c.prompt, choice) for _, c in choices for choice in c.choices])
-    results: dict[tuple[str, str], dict] = {}
+    results: dict[tuple[str, str], CaseResult] = {}
     for (s, c), answer in zip(generated, answers, strict=True):
         score, detail = score_answer(c, answer)
         results[s.name, c.id] = {"id": c.id, "scorer": c.scorer, "score": score, "detail": detail,
                                  "answer": answer[:ANSWER_CHARS]}
     at = 0
-    for s, c in choices:
-        mine, at = lls[at : at + len(c.choices)], at + len(c.choices)
-        score, detail = score_choice(c, mine)
-        results[s.name, c.id] = {"id": c.id, "scorer": c.scorer, "score": score, "detail": detail,
-                                 "loglikelihoods": dict(zip(c.choices, mine, strict=True))}
-    out = []
+    for s, choice_case in choices:
+        mine, at = lls[at : at + len(choice_case.choices)], at + len(choice_case.choices)
+        score, detail = score_choice(choice_case, mine)
+        results[s.name, choice_case.id] = {"id": choice_case.id, "scorer": choice_case.scorer, "score": score,
+                                           "detail": detail,
+                                           "loglikelihoods": dict(zip(choice_case.choices, mine, strict=True))}
+    out: list[SuiteResult] = []
     for s in suites:
         cases = [results[s.name, c.id] for c in s.cases]
         score = sum(r["score"] for r in cases) / len(cases)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import Literal
 
 import fsspec
 
 from forge_ray.eval.model_files import EvalError
+from forge_ray.eval.report import CanaryAttempt, CanaryResult, MemorisationReport
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def _matched_chars(answer: str, canary: str) -> int:
     return n
 
 
-def memorisation_check(engine, config, data_config, storage_root: str) -> dict:
+def memorisation_check(engine, config, data_config, storage_root: str) -> MemorisationReport:
     """Prompt `engine` with every planted canary's prefixes; report tried prompts and leaks.
 
     `config` is `eval.memorisation`; `data_config` the forge file's `data` (for the context source).
@@ -93,7 +95,7 @@ def memorisation_check(engine, config, data_config, storage_root: str) -> dict:
             raise EvalError(f"eval.memorisation.context_source {config.context_source!r} is not a data "
                             f"source; sources are {data_config.names}") from None
         contexts = find_contexts(canaries, source, storage_root, config.context_chars)
-    tried = []  # (canary index, kind, prompt)
+    tried: list[tuple[int, Literal["prefix", "context"], str]] = []  # (canary index, kind, prompt)
     for i, c in enumerate(canaries):
         tried.append((i, "prefix", c["prefix"]))
         if c["id"] in contexts:
@@ -101,9 +103,9 @@ def memorisation_check(engine, config, data_config, storage_root: str) -> dict:
     unique = sorted({p for _, _, p in tried})
     answers = dict(zip(unique, engine.generate(unique, [config.max_tokens] * len(unique),
                                                [[]] * len(unique)), strict=True))
-    results = []
+    results: list[CanaryResult] = []
     for i, c in enumerate(canaries):
-        attempts = []
+        attempts: list[CanaryAttempt] = []
         for j, kind, prompt in tried:
             if j == i:
                 answer = answers[prompt]

@@ -16,8 +16,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import TYPE_CHECKING
 
 from forge_ray.eval.model_files import EvalError, load_hf_model, local_model_dir
+from forge_ray.eval.report import DomainPerplexity
+
+if TYPE_CHECKING:
+    from forge_ray.prepare.dataset import PreparedDataset
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ def _model(model_url: str, threads: int):
     return _LOADED[model_url]
 
 
-def score_unit(model_url: str, dataset, source: str, shard_uri: str, start: int, stop: int,
+def score_unit(model_url: str, dataset: PreparedDataset, source: str, shard_uri: str, start: int, stop: int,
                batch_size: int, threads: int) -> dict:
     """One unit of work (a Ray task): rows [start, stop) of one eval shard."""
     import torch
@@ -82,7 +87,7 @@ def score_unit(model_url: str, dataset, source: str, shard_uri: str, start: int,
     return {"source": source, "nll": nll, "tokens": tokens, "sequences": len(ids)}
 
 
-def work_units(dataset, source: str, max_sequences: int, per_unit: int) -> list[tuple[str, int, int]]:
+def work_units(dataset: PreparedDataset, source: str, max_sequences: int, per_unit: int) -> list[tuple[str, int, int]]:
     """(shard URI, first row, end row) units covering the first `max_sequences` eval rows."""
     units, left = [], max_sequences
     for entry, uri in zip(dataset.shards(source, "eval"), dataset.shard_paths(source, "eval"), strict=True):
@@ -94,7 +99,7 @@ def work_units(dataset, source: str, max_sequences: int, per_unit: int) -> list[
     return units
 
 
-def perplexity_by_domain(model_url: str, dataset, config) -> dict[str, dict]:
+def perplexity_by_domain(model_url: str, dataset: PreparedDataset, config) -> dict[str, DomainPerplexity]:
     """{source: {perplexity, nll_per_token, tokens, sequences}} on the eval split, on the cluster.
 
     `config` is `eval.perplexity`. Raises EvalError if the version does not load or a source has
@@ -111,7 +116,8 @@ def perplexity_by_domain(model_url: str, dataset, config) -> dict[str, dict]:
     started = time.monotonic()
     task = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker)(score_unit)
     dataset_ref = ray.put(dataset)
-    pending, parts = [], []
+    pending: list = []
+    parts: list[dict] = []  # score_unit's results
     try:
         for unit in units:  # at most `workers` tasks in flight: a window, not a flood
             if len(pending) >= config.workers:
@@ -124,14 +130,14 @@ def perplexity_by_domain(model_url: str, dataset, config) -> dict[str, dict]:
             ray.cancel(ref)
         cause = e.cause if isinstance(e.cause, EvalError) else f"{type(e.cause).__name__}: {e.cause}"
         raise EvalError(str(cause)) from None
-    out = {}
+    out: dict[str, DomainPerplexity] = {}
     for source in dataset.sources:
-        mine = [p for p in parts if p["source"] == source]
-        nll, tokens = sum(p["nll"] for p in mine), sum(p["tokens"] for p in mine)
+        scored = [p for p in parts if p["source"] == source]
+        nll, tokens = sum(p["nll"] for p in scored), sum(p["tokens"] for p in scored)
         if tokens == 0:
             raise EvalError(f"no scorable tokens in the eval split of {source!r}")
         out[source] = {"perplexity": math.exp(nll / tokens), "nll_per_token": nll / tokens,
-                       "tokens": tokens, "sequences": sum(p["sequences"] for p in mine)}
+                       "tokens": tokens, "sequences": sum(p["sequences"] for p in scored)}
     log.info("perplexity of %d domains (%d units, %d in parallel) in %.1f s: %s", len(out), len(units),
              config.workers, time.monotonic() - started,
              ", ".join(f"{s} {r['perplexity']:.2f}" for s, r in out.items()))

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 from forge_ray import __version__
 from forge_ray.config import ForgeConfig
@@ -27,12 +28,15 @@ from forge_ray.eval.kpi import run_suites
 from forge_ray.eval.memorisation import memorisation_check
 from forge_ray.eval.model_files import EvalError, local_model_dir
 from forge_ray.eval.perplexity import perplexity_by_domain
+from forge_ray.eval.report import REPORT_NAME, Baseline, EvalReport, Measurements, UngatedReport, read_report
 from forge_ray.eval.suites import Suite, load_suites
 from forge_ray.storage import Storage
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from forge_ray.prepare.dataset import PreparedDataset
+    from forge_ray.registry import Registry
 
-REPORT_NAME = "eval"  # registry/<model>/_reports/<version>/eval.json
+log = logging.getLogger(__name__)
 
 
 def make_engine(config: ForgeConfig, model_url: str, tokenizer_dir: str):
@@ -43,14 +47,15 @@ def make_engine(config: ForgeConfig, model_url: str, tokenizer_dir: str):
     return OfflineEngine(model_url, tokenizer_dir, eng)
 
 
-def evaluate_version(config: ForgeConfig, model_url: str, dataset, suites: list[Suite]) -> dict:
+def evaluate_version(config: ForgeConfig, model_url: str, dataset: PreparedDataset,
+                     suites: list[Suite]) -> Measurements:
     """Perplexity per domain, KPI suites and the memorisation check of the model at `model_url`.
 
     Raises EvalError if the model cannot be loaded or evaluated.
     """
     started = time.monotonic()
-    report: dict = {"dataset": {"name": dataset.dataset, "version": dataset.version},
-                    "engine": config.eval.engine.backend}
+    report: Measurements = {"dataset": {"name": dataset.dataset, "version": dataset.version},
+                            "engine": config.eval.engine.backend}
     report["perplexity"] = perplexity_by_domain(model_url, dataset, config.eval.perplexity)
     mem = config.eval.memorisation
     if suites or mem.enabled:
@@ -66,14 +71,14 @@ def evaluate_version(config: ForgeConfig, model_url: str, dataset, suites: list[
     return report
 
 
-def _baseline(config: ForgeConfig, registry, dataset) -> dict | None:
+def _baseline(config: ForgeConfig, registry: Registry, dataset: PreparedDataset) -> Baseline | None:
     """Perplexity of the promoted version on the same eval data: from its stored report if that
     was measured on this dataset version over as many sequences, else measured now."""
     promoted = registry.promoted()
     if promoted is None:
         return None
     if REPORT_NAME in registry.get(promoted).reports:
-        old = registry.report(promoted, REPORT_NAME)
+        old = read_report(registry, promoted)
         same_rows = (old.get("perplexity_settings") or {}).get("max_sequences") == config.eval.perplexity.max_sequences
         if old.get("dataset", {}).get("version") == dataset.version and same_rows:
             return {"version": promoted, "perplexity": old["perplexity"], "measured": "stored report"}
@@ -105,7 +110,7 @@ def resolve_version(config: ForgeConfig, storage: Storage, version_dir_or_id: st
     return version
 
 
-def evaluate_and_gate(config: ForgeConfig, version_dir_or_id: str, storage: Storage | None = None) -> dict:
+def evaluate_and_gate(config: ForgeConfig, version_dir_or_id: str, storage: Storage | None = None) -> EvalReport:
     """Evaluate a candidate and promote or reject it through the registry; return the report.
 
     The report (with `gate`: decision, rules, reasons) is attached to the version as "eval".
@@ -121,22 +126,23 @@ def evaluate_and_gate(config: ForgeConfig, version_dir_or_id: str, storage: Stor
     if state != "candidate":
         raise RegistryError(f"{config.model.name}/{version} is {state}; only candidates go through the gate")
     dataset = open_dataset(storage, config.prepare.dataset)
-    report: dict = {"model": config.model.name, "version": version, "code_version": __version__,
-                    "evaluated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    "perplexity_settings": config.eval.perplexity.model_dump(),
-                    "gate_rules": config.eval.gate.model_dump(), "error": None}
+    evaluated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     log.info("evaluating %s/%s on dataset %s/%s", config.model.name, version, dataset.dataset, dataset.version)
-    baseline = None
+    measured: Measurements = {}
+    baseline, error = None, None
     try:
         registry.verify(version)
-        report.update(evaluate_version(config, registry.get(version).url, dataset, suites))
+        measured = evaluate_version(config, registry.get(version).url, dataset, suites)
         baseline = _baseline(config, registry, dataset)
     except (EvalError, CorruptVersionError) as e:
         log.error("evaluation of %s failed: %s", version, e)
-        report["error"] = str(e)
-    report["baseline"] = baseline
-    report["gate"] = apply_gate(config.eval.gate, report, baseline)
-    registry.attach_report(version, REPORT_NAME, report)
+        error = str(e)
+    ungated: UngatedReport = {"model": config.model.name, "version": version, "code_version": __version__,
+                              "evaluated": evaluated, "perplexity_settings": config.eval.perplexity.model_dump(),
+                              "gate_rules": config.eval.gate.model_dump(), "error": error, **measured,
+                              "baseline": baseline}
+    report: EvalReport = {**ungated, "gate": apply_gate(config.eval.gate, ungated, baseline)}
+    registry.attach_report(version, REPORT_NAME, dict(report))  # stored as the plain JSON object it is
     if report["gate"]["decision"] == "promote":
         registry.promote(version, reason="passed the eval gate")
         log.info("promoted %s/%s", config.model.name, version)

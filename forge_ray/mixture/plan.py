@@ -17,13 +17,16 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from forge_ray.config.mixture import MixtureConfig
 from forge_ray.mixture.order import batch_quotas, batch_sources, epoch_permutation, ordinals, stable_int
 from forge_ray.mixture.shares import MixtureError, SourceShare, resolve_shares
+
+if TYPE_CHECKING:
+    from forge_ray.prepare.dataset import PreparedDataset
 
 SPLIT = "train"
 _CACHE_BATCHES = 8
@@ -35,7 +38,7 @@ class PlanSource:
     """One source as the plan reads it."""
 
     share: SourceShare
-    dataset: Any = field(repr=False)  # the PreparedDataset it lives in (picklable)
+    dataset: PreparedDataset = field(repr=False)  # the dataset it lives in (picklable)
     shard_uris: tuple[str, ...]
     shard_rows: tuple[int, ...]
     offset: int = 0  # draws from this source's row stream taken by the runs this one continues
@@ -189,12 +192,12 @@ class MixturePlan:
         return "\n".join(lines)
 
 
-def _as_list(dataset: Any) -> list[Any]:
+def _as_list(dataset: PreparedDataset | Sequence[PreparedDataset]) -> list[PreparedDataset]:
     return list(dataset) if isinstance(dataset, Sequence) else [dataset]
 
 
 def build_plan(
-    dataset: Any,
+    dataset: PreparedDataset | Sequence[PreparedDataset],
     mixture_cfg: MixtureConfig,
     global_batch_size: int,
     total_steps: int | None = None,
@@ -220,7 +223,7 @@ def build_plan(
     seq_len = seq_lens.pop()
     total_steps = _steps(mixture_cfg, global_batch_size, total_steps, seq_len)
 
-    owner: dict[str, Any] = {}
+    owner: dict[str, PreparedDataset] = {}
     for ds in datasets:
         for name in ds.sources:
             if name in owner:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import matplotlib
 
@@ -96,9 +97,12 @@ def experts_plot(tokens: list[int], by_layer: list[list[int]] | None = None) -> 
 
 
 def eval_plot(
-    domains: list[str], perplexity: dict[str, list[float | None]], suites: dict[str, dict[str, list[float | None]]]
+    domains: list[str], perplexity: dict[str, list[float | None]], suites: dict[str, Any]
 ) -> str:
-    """Held-out perplexity per domain and KPI suite scores, this version against the previous."""
+    """Held-out perplexity per domain and KPI suite scores, this version against the previous.
+
+    `suites`: {"names": [...], "scores": {label: [score per name]}, "thresholds": [...]}.
+    """
     panels = 2 if suites.get("names") else 1
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, panels, figsize=(5 * panels + 2, 3.8), squeeze=False)

@@ -13,9 +13,9 @@ section then says what is missing instead of plotting):
 - `mixture`: the mixture plan's `to_json()` (`sources: [{name, target_share, expected_share}]`),
   or `{"target": {name: share}, "expected": {...}}`.
 - `realised`: what training consumed per source (counts or shares; normalised here).
-- `eval_report`: the eval report (`perplexity: {domain: {perplexity}}`, `baseline: {version,
-  perplexity}`, `kpi: {suites: [{name, score, threshold}]}`, `gate: {decision}`);
-  `previous_eval`: the previous version's eval report, for its KPI scores.
+- `eval_report`: the eval report (`forge_ray.eval.report.EvalReport`: `perplexity: {domain:
+  {perplexity}}`, `baseline: {version, perplexity}`, `kpi: {suites: [{name, score, threshold}]}`,
+  `gate: {decision}`); `previous_eval`: the previous version's eval report, for its KPI scores.
 - `lineage`: the served version's lineage (`dataset`, `dataset_version`, `input_hashes`, `config`,
   `run`), as in the exported version's manifest.
 """
@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from forge_ray.eval.report import EvalReport, SuiteResult
 from forge_ray.report import plots
 
 CSS = """
@@ -45,13 +47,13 @@ def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, int | float) else None
 
 
-def _domain_losses(record: dict) -> dict[str, Any]:
+def _domain_losses(record: Mapping[str, Any]) -> dict[str, Any]:
     per = dict(record.get("loss_by_source") or {})
     per.update({k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("loss/")})
     return per
 
 
-def loss_series(metrics: list[dict]) -> tuple[list[int], list[float], dict[str, list[float | None]]]:
+def loss_series(metrics: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[float], dict[str, list[float | None]]]:
     """Steps, total loss and loss per domain (None where a step has no sample of that domain)."""
     rows = sorted((m for m in metrics if _num(m.get("loss")) is not None and "step" in m), key=lambda r: r["step"])
     domains: dict[str, list[float | None]] = {d: [] for m in rows for d in _domain_losses(m)}
@@ -65,7 +67,7 @@ def loss_series(metrics: list[dict]) -> tuple[list[int], list[float], dict[str, 
     return steps, total, domains
 
 
-def expert_totals(metrics: list[dict]) -> tuple[list[int], list[list[int]] | None]:
+def expert_totals(metrics: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[list[int]] | None]:
     """Routed tokens per expert summed over steps (and per layer where recorded)."""
     totals: list[int] = []
     layers: list[list[int]] | None = None
@@ -101,22 +103,31 @@ def mixture_shares(mixture: dict | None, realised: dict | None) -> tuple[list[st
     return names, series
 
 
-def eval_series(report: dict, previous: dict | None):
-    base = report.get("baseline") or {}
-    base_ppl = base.get("perplexity") or {}
+def _field(record: Mapping[str, Any] | None, key: str) -> Any:
+    return record.get(key) if record else None
+
+
+def _suites(report: EvalReport | None) -> list[SuiteResult]:
+    kpi = report.get("kpi") if report else None
+    return kpi.get("suites", []) if kpi else []
+
+
+def eval_series(report: EvalReport, previous: EvalReport | None):
+    base = report.get("baseline")
+    base_ppl = (base.get("perplexity") if base else None) or {}
     this = report.get("perplexity") or {}
     domains = list(this)
     label = str(report.get("version") or "this version")
-    ppl = {label: [_num((this[d] or {}).get("perplexity")) for d in domains]}
-    if base_ppl:
-        ppl[f"previous ({base.get('version', '?')})"] = [_num((base_ppl.get(d) or {}).get("perplexity")) for d in domains]
-    suites_now = {s["name"]: s for s in (report.get("kpi") or {}).get("suites", [])}
-    suites_prev = {s["name"]: s for s in ((previous or {}).get("kpi") or {}).get("suites", [])}
+    ppl = {label: [_num(_field(this[d], "perplexity")) for d in domains]}
+    if base and base_ppl:
+        ppl[f"previous ({base.get('version', '?')})"] = [_num(_field(base_ppl.get(d), "perplexity")) for d in domains]
+    suites_now = {s["name"]: s for s in _suites(report)}
+    suites_prev = {s["name"]: s for s in _suites(previous)}
     names = list(suites_now)
     suites: dict[str, Any] = {"names": names, "scores": {label: [_num(suites_now[n].get("score")) for n in names]}}
-    if suites_prev:
+    if previous and suites_prev:
         suites["scores"][f"previous ({previous.get('version', '?')})"] = [
-            _num((suites_prev.get(n) or {}).get("score")) for n in names
+            _num(_field(suites_prev.get(n), "score")) for n in names
         ]
     suites["thresholds"] = [_num(suites_now[n].get("threshold")) for n in names]
     return domains, ppl, suites
@@ -167,11 +178,11 @@ def _flatten_hashes(hashes: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 def render_report(
     *,
-    metrics: list[dict] | None = None,
+    metrics: Sequence[Mapping[str, Any]] | None = None,
     mixture: dict | None = None,
     realised: dict | None = None,
-    eval_report: dict | None = None,
-    previous_eval: dict | None = None,
+    eval_report: EvalReport | None = None,
+    previous_eval: EvalReport | None = None,
     lineage: dict | None = None,
     title: str = "forge_ray run report",
     summary: dict | None = None,

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from forge_ray.eval.report import REPORT_NAME, EvalReport, read_report
 from forge_ray.report.render import render_report
 from forge_ray.storage import Storage
 
 log = logging.getLogger(__name__)
-EVAL_REPORT = "eval"  # forge_ray.eval.run.REPORT_NAME
 
 
 def realised_counts(run_dir: str, source_names: list[str]) -> dict[str, int]:
@@ -36,9 +37,9 @@ def realised_counts(run_dir: str, source_names: list[str]) -> dict[str, int]:
     return dict(counts)
 
 
-def _eval_report(registry, version: str) -> dict | None:
+def _eval_report(registry, version: str) -> EvalReport | None:
     try:
-        return registry.report(version, EVAL_REPORT) if EVAL_REPORT in registry.get(version).reports else None
+        return read_report(registry, version) if REPORT_NAME in registry.get(version).reports else None
     except Exception as e:  # noqa: BLE001 - a report with one part missing is still a report
         log.warning("no eval report for %s/%s: %s", registry.model, version, e)
         return None
@@ -54,7 +55,7 @@ def version_report_inputs(storage: Storage, model: str, version: str) -> dict[st
     lineage = dict(info.manifest.get("lineage") or {})
     plan = lineage.get("mixture_plan") or {}
     run = lineage.get("run")
-    metrics: list[dict] = []
+    metrics: Sequence[Mapping[str, Any]] = []
     realised: dict[str, int] = {}
     if run and storage.exists("runs", run):
         run_dir = storage.path("runs", run)
@@ -63,8 +64,8 @@ def version_report_inputs(storage: Storage, model: str, version: str) -> dict[st
         if names and storage.exists("runs", run, "consumption"):
             realised = realised_counts(storage.url("runs", run), names)
     eval_report = _eval_report(registry, version)
-    baseline = ((eval_report or {}).get("baseline") or {}).get("version")
-    previous = _eval_report(registry, baseline) if baseline else None
+    baseline = eval_report.get("baseline") if eval_report else None
+    previous = _eval_report(registry, baseline["version"]) if baseline and baseline.get("version") else None
     pointer = registry.pointer()
     summary = {
         "model": model,
