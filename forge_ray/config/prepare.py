@@ -6,23 +6,54 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from forge_ray.config.base import Section, check_regex
+from forge_ray.config.base import Section
 
 Policy = Literal["redact", "drop", "restrict"]
 ENTITY_NAME = r"^[A-Z][A-Z0-9_]{1,31}$"
-BUILTIN_ENTITIES = ("EMAIL", "PHONE", "IBAN", "CREDIT_CARD", "IP_ADDRESS", "SECRET")
+# Built-in detectors (docs/pii.md: what each finds and how); each is redacted as '<NAME>'.
+BUILTIN_ENTITIES = (
+    "EMAIL", "PHONE", "IBAN", "CREDIT_CARD", "IP_ADDRESS", "SECRET",                   # structured
+    "PERSON", "ADDRESS", "DATE_OF_BIRTH",                                             # in context
+    "US_SSN", "UK_NHS", "FR_NIR", "DE_TAX_ID", "IT_FISCAL_CODE", "ES_DNI", "ES_NIE",  # national IDs,
+    "NL_BSN", "SG_NRIC", "PASSPORT",                                                  # check digits
+)
+
+
+def _check_entities(entities: list[str]) -> list[str]:
+    unknown = sorted(set(entities) - set(BUILTIN_ENTITIES))
+    if unknown:
+        raise ValueError(f"unknown entities {unknown}; known: {list(BUILTIN_ENTITIES)}")
+    return entities
+
+
+# Inputs on which a pattern with nested or overlapping repetition ("(a+)+$", "(\\w+\\s?)*!") takes
+# exponential time: a long run of one kind of character that fails at its very end.
+_BACKTRACK_PROBES = tuple(c * 28 + "\x00" for c in ("a", "0", "a ", "a.", "aA0", "-", " "))
 
 
 class PatternConfig(Section):
     """An organisation-specific pattern (employee ids, project code names...)."""
 
     name: str = Field(pattern=ENTITY_NAME, description="Entity name; its placeholder is '<NAME>'.")
-    regex: str = Field(min_length=1, description="Python regular expression matching the value.")
+    regex: str = Field(min_length=1, description="Regular expression matching the value (the `regex` module's "
+                       "syntax, a superset of Python's `re`); bounded per record by `pii.pattern_timeout_s`.")
 
     @field_validator("regex")
     @classmethod
     def _compiles(cls, regex: str) -> str:
-        return check_regex(regex)
+        import regex as rx
+
+        try:
+            compiled = rx.compile(regex)
+        except rx.error as e:
+            raise ValueError(f"regex does not compile: {e}") from None
+        for probe in _BACKTRACK_PROBES:  # fail fast on the classic cases; the timeout bounds the rest
+            try:
+                compiled.search(probe, timeout=0.2)
+            except TimeoutError:
+                raise ValueError(f"regex backtracks catastrophically (over 0.2 s on {probe[:12]!r}...): "
+                                 "rewrite it without nested or overlapping repetition") from None
+        return regex
 
 
 class DenyListConfig(Section):
@@ -30,6 +61,18 @@ class DenyListConfig(Section):
 
     name: str = Field(pattern=ENTITY_NAME, description="Entity name; its placeholder is '<NAME>'.")
     terms: list[str] = Field(min_length=1, description="Terms, matched case-insensitively as whole words.")
+
+
+class SourcePiiConfig(Section):
+    """What to look for in one source, instead of `prepare.pii.entities` (custom patterns and
+    deny-lists apply to every source)."""
+
+    entities: list[str] = Field(description=f"Built-in detectors to run on this source, any of {list(BUILTIN_ENTITIES)}.")
+
+    @field_validator("entities")
+    @classmethod
+    def _known(cls, entities: list[str]) -> list[str]:
+        return _check_entities(entities)
 
 
 class PiiConfig(Section):
@@ -60,16 +103,29 @@ class PiiConfig(Section):
     patterns: list[PatternConfig] = Field(default_factory=list, description="Custom patterns to redact.")
     deny_lists: list[DenyListConfig] = Field(default_factory=list, description="Custom deny-lists to redact.")
 
+    sources: dict[str, SourcePiiConfig] = Field(
+        default_factory=dict, description="Per-source selection of entities, by source name (sources not "
+        "listed use `entities`).")
+    ner_model: str | None = Field(
+        "fr_core_news_sm", description="Installed spaCy pipeline whose `ner` component decides the person-name "
+        "candidates that titles, context cues and the gazetteer leave open (a pip package; nothing downloads). "
+        "null: names by gazetteer and cues only (lower recall).")
+    pattern_timeout_s: float = Field(
+        0.5, gt=0, le=60, description="Longest time (seconds) one custom pattern may run on one record; past it "
+        "the record is quarantined (reason 'pattern_timeout'), so a pattern that backtracks catastrophically "
+        "cannot hang the run.")
+
     @field_validator("entities")
     @classmethod
     def _known(cls, entities: list[str]) -> list[str]:
-        unknown = sorted(set(entities) - set(BUILTIN_ENTITIES))
-        if unknown:
-            raise ValueError(f"unknown entities {unknown}; known: {list(BUILTIN_ENTITIES)}")
-        return entities
+        return _check_entities(entities)
 
     def policy(self, sensitivity: str) -> Policy:
         return getattr(self, sensitivity)
+
+    def entities_of(self, source: str) -> list[str]:
+        """The built-in entities looked for in `source`."""
+        return self.sources[source].entities if source in self.sources else self.entities
 
 
 class DedupConfig(Section):
@@ -128,6 +184,27 @@ class TokenizerConfig(Section):
         return self
 
 
+class PrivacyConfig(Section):
+    """What of the raw data the side outputs may keep, and the key that protects it (docs/prepare.md)."""
+
+    key_env: str | None = Field(None, description="Environment variable (read on the driver) holding a Fernet "
+                                "key (url-safe base64 of 32 bytes) that encrypts raw quarantined bytes and the "
+                                "restricted output.")
+    key_file: str | None = Field(None, description="Local file holding that key instead; it must not lie under "
+                                 "the storage root.")
+    quarantine_raw: bool = Field(False, description="Also keep the first `quarantine_raw_bytes` of each "
+                                 "quarantined record, encrypted with the key (needs `key_env` or `key_file`). "
+                                 "Off: reason, source position and sha256 of the raw record only.")
+
+    @model_validator(mode="after")
+    def _key(self) -> PrivacyConfig:
+        if self.key_env and self.key_file:
+            raise ValueError("set one of key_env and key_file, not both")
+        if self.quarantine_raw and not (self.key_env or self.key_file):
+            raise ValueError("quarantine_raw needs a key (key_env or key_file): raw bytes are only kept encrypted")
+        return self
+
+
 class PrepareConfig(Section):
     """Turning raw corpora into packed token shards."""
 
@@ -152,9 +229,11 @@ class PrepareConfig(Section):
     )
     shard_sequences: int = Field(8192, ge=1, description="Most sequences per output shard file.")
     quarantine_raw_bytes: int = Field(
-        4096, ge=0, description="Bytes of each quarantined record's raw text kept in the quarantine."
+        4096, ge=0, description="Bytes of each quarantined record's raw text kept (encrypted) in the quarantine "
+        "when `privacy.quarantine_raw` is on."
     )
     pii: PiiConfig = Field(default_factory=PiiConfig, description="Personal data and secrets.")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="Raw data in side outputs, and its key.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate removal.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality filters.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="The tokenizer.")

@@ -13,11 +13,12 @@ import json
 import pyarrow as pa
 
 from forge_ray.prepare.dedup import Signer
-from forge_ray.prepare.pii import PiiScanner
+from forge_ray.prepare.pii import PatternTimeout, PiiScanner
 from forge_ray.prepare.quality import failed_rule
 
 LIVE = ("ok", "redacted")
 ROUTED = "routed_restricted"  # dropped from the shards, written to restricted/ for synthesis
+QUARANTINE_TIMEOUT = "pattern_timeout"  # a custom PII pattern ran past pii.pattern_timeout_s
 
 
 def _rows(batch: pa.Table) -> list[dict]:
@@ -35,10 +36,11 @@ def scan_stage(batch: pa.Table, pii_cfg, policies: dict[str, str], quality_cfg, 
     """PII, quality and dedup signatures of every live record in one pass over the batch.
 
     One conversion of the batch for the three, and a per-process memo: a record's result is a
-    function of its source (policy, prose rules) and text alone, so an exact repeat of a text
-    seen earlier in this worker (copies are common in real corpora) reuses it.
+    function of its source (policy, entities, prose rules) and text alone, so an exact repeat of a
+    text seen earlier in this worker (copies are common in real corpora) reuses it. Each source
+    has the scanner of its entities (`pii.sources`), built once per process.
     """
-    scanner = _cached(PiiScanner, pii_cfg)
+    scanners = {s: _cached(PiiScanner, pii_cfg, tuple(pii_cfg.entities_of(s))) for s in policies}
     signer = _cached(Signer, dedup_cfg, seed)
     memo = _cached(_ScanMemo, pii_cfg, json.dumps(policies, sort_keys=True), quality_cfg,
                    json.dumps(sorted(exempt)), dedup_cfg, seed)
@@ -52,12 +54,14 @@ def scan_stage(batch: pa.Table, pii_cfg, policies: dict[str, str], quality_cfg, 
         key = (r["source"], hashlib.blake2b(r["text"].encode("utf-8", "surrogatepass"), digest_size=32).digest())
         done = memo.get(key)
         if done is None:
-            done = _scan_one(r["text"], r["source"], scanner, signer, policies[r["source"]],
+            done = _scan_one(r["text"], r["source"], scanners[r["source"]], signer, policies[r["source"]],
                              quality_cfg, r["source"] not in exempt)
             memo.put(key, done, len(r["text"]))
         text, outcome, reason, pii, routed, bs = done
         if routed:
             r["raw"] = r["text"]
+        elif outcome == "quarantined":
+            r["raw"] = ""
         r["text"], r["outcome"], r["reason"], r["pii"] = text, outcome, reason, pii if pii else r["pii"]
         buckets.append(bs)
     table = pa.Table.from_pylist(rows, schema=batch.schema)
@@ -68,7 +72,10 @@ def scan_stage(batch: pa.Table, pii_cfg, policies: dict[str, str], quality_cfg, 
 def _scan_one(text: str, source: str, scanner, signer, policy: str, quality_cfg, prose: bool) -> tuple:
     """(text, outcome, reason, pii counts JSON, routed to restricted?, buckets) of a live record."""
     outcome, reason, pii, routed = "ok", "", "", False
-    redacted, counts = scanner.redact(text)
+    try:
+        redacted, counts = scanner.redact(text)
+    except PatternTimeout:  # unscannable: kept out of the shards, and not stored raw either
+        return "", "quarantined", QUARANTINE_TIMEOUT, "", False, []
     if counts:
         pii = json.dumps(counts, sort_keys=True)
         if policy == "redact":

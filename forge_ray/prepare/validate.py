@@ -1,8 +1,10 @@
 """Validate: every raw record becomes one row, "ok" or "quarantined" with a reason.
 
 Quarantine reasons: malformed_json, not_an_object, missing_text, wrong_type, empty_text,
-invalid_utf8, binary_content, too_long. A quarantined row keeps its source position
-(file, line or row) and the first `quarantine_raw_bytes` of its raw form.
+invalid_utf8, binary_content, too_long; and, from the scan, pattern_timeout (a custom PII
+pattern ran past its time on the record: it keeps no raw form, since nothing could be redacted).
+A quarantined row keeps its source position (file, line or row) and the first
+`quarantine_raw_bytes` of its raw form.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from forge_ray.prepare.read import record_key
 
 QUARANTINE_REASONS = (
     "malformed_json", "not_an_object", "missing_text", "wrong_type", "empty_text",
-    "invalid_utf8", "binary_content", "too_long",
+    "invalid_utf8", "binary_content", "too_long", "pattern_timeout",
 )
 # Control characters other than tab / newline / carriage return / form feed: text has almost
 # none; a record where they are more than 1% of the characters is binary.

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from forge_ray.corpora import write_corpora
 from forge_ray.corpora.tickets import CANARY_PREFIX, ticket_records
+from forge_ray.prepare.pii import ids
 from forge_ray.storage import Storage
 
 
@@ -39,6 +40,12 @@ def test_every_planted_value_is_in_its_ticket_and_valid():
     kinds = {v["kind"] for v in planted["values"]}
     assert {"EMAIL", "PHONE", "IBAN", "CREDIT_CARD", "IP_ADDRESS"} <= kinds
     assert kinds & {"AWS_KEY", "GITHUB_TOKEN", "SLACK_TOKEN", "PRIVATE_KEY"}
+    assert {"PERSON", "ADDRESS", "DATE_OF_BIRTH", "PASSPORT", "US_SSN", "UK_NHS", "FR_NIR", "DE_TAX_ID",
+            "IT_FISCAL_CODE", "ES_DNI", "ES_NIE", "NL_BSN", "SG_NRIC"} <= kinds
+    assert any(r["text"].startswith("Bonjour") for r in records) and any(r["text"].startswith("Guten Tag") for r in records)
+    checks = {"UK_NHS": ids.nhs_ok, "FR_NIR": ids.nir_ok, "DE_TAX_ID": ids.de_tax_ok, "IT_FISCAL_CODE": ids.it_cf_ok,
+              "ES_DNI": ids.es_dni_ok, "ES_NIE": ids.es_nie_ok, "NL_BSN": ids.bsn_ok, "SG_NRIC": ids.nric_ok,
+              "US_SSN": ids.ssn_ok}
     for item in planted["values"]:
         assert item["value"] in by_id[item["id"]]
         if item["kind"] == "IBAN":
@@ -47,6 +54,8 @@ def test_every_planted_value_is_in_its_ticket_and_valid():
             assert _luhn_ok(item["value"]), item
         elif item["kind"] == "PHONE":
             assert phonenumbers.is_valid_number(phonenumbers.parse(item["value"])), item
+        elif item["kind"] in checks:
+            assert checks[item["kind"]](item["value"].replace(" ", "").replace("-", "")), item
         elif item["kind"] == "EMAIL":
             assert re.fullmatch(r"[\w.]+@[\w.]+\.\w+", item["value"])
     assert planted["canaries"]

@@ -111,8 +111,8 @@ def test_hints_leave_out_only_text_that_cannot_match():
 
     cfg = PiiConfig()
     fast, slow = PiiScanner(cfg), PiiScanner(cfg)
-    assert all(hint is not None for _, hint, *_ in fast._recognizers), "presidio's patterns changed: re-derive _HINTS"
-    slow._recognizers = [(rec, None, None, 0) for rec, *_ in fast._recognizers]
+    assert all(hint is not None for _, hint, *_ in fast._presidio), "presidio's patterns changed: re-derive HINTS"
+    slow._presidio = [(rec, None, None, 0) for rec, *_ in fast._presidio]
     tickets, planted = ticket_records(n=400, seed=7)
     texts = [t["text"] for t in tickets] + EDGE_CASES
     for text in texts:

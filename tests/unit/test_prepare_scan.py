@@ -49,8 +49,10 @@ def test_scan_stage_applies_each_policy_and_its_memo_changes_nothing():
     n = len(tickets)
     redacted = first[[t["id"] for t in tickets].index(pii_ticket["id"])]
     assert redacted["outcome"] == "redacted" and json.loads(redacted["pii"])
+    secret_kinds = {"AWS_KEY", "GITHUB_TOKEN", "SLACK_TOKEN", "PRIVATE_KEY"}
     for v in by_id[pii_ticket["id"]]:
-        assert v["value"] not in redacted["text"] and f"<{v['kind']}>" in redacted["text"], v
+        kind = "SECRET" if v["kind"] in secret_kinds else v["kind"]
+        assert v["value"] not in redacted["text"] and f"<{kind}>" in redacted["text"], v
     assert redacted["buckets"], "a live record is signed for dedup"
     code, docs, repeat, docs_again, quarantined, short, docs_pii, secret = first[n:]
     assert code["outcome"] == "ok" and code["buckets"]                  # prose rules exempt for code
@@ -62,3 +64,49 @@ def test_scan_stage_applies_each_policy_and_its_memo_changes_nothing():
     assert (secret["outcome"], secret["reason"], secret["text"]) == ("dropped", stages.ROUTED, "")
     assert secret["raw"] == pii_ticket["text"]                          # kept for the synthetic-data stage
     assert len({r["split_hash"] for r in first}) == len(first)
+
+
+def test_each_source_is_scanned_for_its_own_entities():
+    """`pii.sources` narrows what one source is scanned for; the others keep `pii.entities`."""
+    cfg = PrepareConfig(dataset="t", pii={"sources": {"code": {"entities": ["SECRET", "EMAIL"]}}})
+    text = ("Maintained by Margaret Thornton, margaret.thornton@example.com, born on 12 March 1985, "
+            "NHS number 943 476 5919, reachable on +44 20 7946 0958 from our office in Leeds.")
+    rows = _scan(_batch([("code", text, "ok"), ("docs", text, "ok")]), cfg, {"code": "redact", "docs": "redact"})
+    code, docs = rows
+    assert json.loads(code["pii"]) == {"EMAIL": 1}
+    assert "Margaret Thornton" in code["text"] and "+44 20 7946 0958" in code["text"]
+    assert json.loads(docs["pii"]) == {"DATE_OF_BIRTH": 1, "EMAIL": 1, "PERSON": 1, "PHONE": 1, "UK_NHS": 1}
+
+
+def test_unknown_entity_names_are_refused_naming_the_field():
+    import pytest
+
+    from forge_ray.config.loader import format_validation_error
+
+    with pytest.raises(Exception) as err:
+        PrepareConfig(dataset="t", pii={"sources": {"code": {"entities": ["EMAIL", "NAMES"]}}})
+    problems = format_validation_error(err.value)
+    assert any(p.startswith("pii.sources.code.entities") and "NAMES" in p for p in problems), problems
+
+
+def test_a_catastrophic_pattern_is_refused_or_bounded_per_record():
+    """A pattern that backtracks on the classic inputs is refused at validation; one that only
+    backtracks on some record stops at `pattern_timeout_s` and that record is quarantined, raw text dropped."""
+    import time
+
+    import pytest
+
+    with pytest.raises(Exception, match="backtracks catastrophically"):
+        PrepareConfig(dataset="t", pii={"patterns": [{"name": "BAD", "regex": r"(a|aa)+$"}]})
+    # Exponential only on a long run of 'x' then '#' (no probe has that): validation lets it through.
+    slow = r"(x|xx)+#y"
+    cfg = PrepareConfig(dataset="t", pii={"patterns": [{"name": "SLOW", "regex": slow}], "pattern_timeout_s": 0.2})
+    fine = "A perfectly ordinary ticket about the calibration service and its certificate, nothing more."
+    evil = "The serial printed on the label reads " + "x" * 40 + "# and nothing else of note here at all."
+    stages._CACHE.clear()
+    start = time.time()
+    rows = _scan(_batch([("docs", fine, "ok"), ("docs", evil, "ok")]), cfg, {"docs": "redact"})
+    assert time.time() - start < 5
+    assert rows[0]["outcome"] == "ok"
+    assert (rows[1]["outcome"], rows[1]["reason"], rows[1]["text"], rows[1]["raw"]) == (
+        "quarantined", stages.QUARANTINE_TIMEOUT, "", "")
