@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import string
 
-from forge_ray.prepare.pii import ids
+from forge_ray import checkdigits as ids
 
 D = string.digits
 U = string.ascii_uppercase

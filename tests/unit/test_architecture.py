@@ -45,8 +45,6 @@ ALLOWED = allowed_imports()
 PENDING: dict[tuple[str, str], str] = {
     ("forge_ray/models/decoder.py", "train"): "the MoE layer comes from train/deepspeed_adapter.py inside "
     "the model; the train room should hand the model its DeepSpeed-MoE layer",
-    ("forge_ray/corpora/fake_pii.py", "prepare"): "fake PII values use prepare.pii.ids' check digits; "
-    "the validators belong below both rooms, or the generator in testing/",
 }
 
 
