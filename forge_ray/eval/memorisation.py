@@ -5,7 +5,8 @@ canary and the prefix it follows. Each canary is tried with two greedy prompts: 
 alone, and the record's own text before the canary (the last `context_chars` characters, up
 to and including the prefix), which is what a model that memorised the record would continue.
 A canary leaks when any answer contains it. The report says what was tried and what leaked;
-it names canaries by id and keeps the canary strings themselves out of the report.
+it names canaries by id and keeps the canary strings themselves out of the report: in a stored
+answer the canary (whole, or the leading characters it reproduced) is replaced by `<canary ID>`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,16 @@ def _matched_chars(answer: str, canary: str) -> int:
     return n
 
 
+def _masked(answer: str, canary: str, cid: str, matched: int) -> str:
+    """The answer with the canary's text taken out: the leading part it reproduced and every whole
+    copy become `<canary ID>`, so the report says which canary leaked, never what it is."""
+    mark = f"<canary {cid}>"
+    rest = answer.lstrip()
+    if matched:
+        rest = mark + rest[matched:]
+    return answer[: len(answer) - len(answer.lstrip())] + rest.replace(canary, mark)
+
+
 def memorisation_check(engine, config, data_config, storage_root: str) -> MemorisationReport:
     """Prompt `engine` with every planted canary's prefixes; report tried prompts and leaks.
 
@@ -108,10 +119,10 @@ def memorisation_check(engine, config, data_config, storage_root: str) -> Memori
         attempts: list[CanaryAttempt] = []
         for j, kind, prompt in tried:
             if j == i:
-                answer = answers[prompt]
-                attempts.append({"kind": kind, "prompt_chars": len(prompt), "answer": answer,
-                                 "leaked": c["canary"] in answer,
-                                 "matched_chars": _matched_chars(answer, c["canary"])})
+                answer, matched = answers[prompt], _matched_chars(answers[prompt], c["canary"])
+                attempts.append({"kind": kind, "prompt_chars": len(prompt),
+                                 "answer": _masked(answer, c["canary"], c["id"], matched),
+                                 "leaked": c["canary"] in answer, "matched_chars": matched})
         results.append({"id": c["id"], "canary_chars": len(c["canary"]), "attempts": attempts,
                         "leaked": any(a["leaked"] for a in attempts)})
     leaked = [r["id"] for r in results if r["leaked"]]

@@ -2,13 +2,15 @@
 
 Each kept record emits one bucket id per LSH band (its band of MinHash values, hashed) and
 one for its exact content hash. Ray Data groups the rows by shard of buckets (a shuffle, so the
-index is spread over the cluster, never held by one process); in every bucket with more than
-one record all but the smallest record key are duplicates. Keys are (source, file, position),
+index is spread over the cluster, never held by one process); every bucket with more than one
+record yields edges from its records to its smallest key. Keys are (source, file, position),
 so the first occurrence in the forge file's source order is the one kept, across sources too.
 
-A record that shares a band with a kept one is dropped even if it is a duplicate only through
-a chain (A~B, B~C); the LSH parameters (bands x rows) are datasketch's optimum for the
-threshold, so pairs well below the threshold rarely collide.
+Buckets only give pairs: near-duplicates are clusters, the connected components of those pairs
+across all buckets (A~B share one band, B~C another: A, B and C are one cluster). A union-find
+over the bucket edges (`components`) keeps the smallest key of each cluster and drops the rest.
+The LSH parameters (bands x rows) are datasketch's optimum for the threshold, so pairs well below
+the threshold rarely collide.
 """
 
 from __future__ import annotations
@@ -127,8 +129,9 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
-def duplicates_in_bucket(group: dict) -> dict:
-    """Ray Data `map_groups` body: rows {key, reason} for all but the smallest key of each bucket.
+def bucket_edges(group: dict) -> dict:
+    """Ray Data `map_groups` body: one edge {key, root, exact} from every record of a bucket to the
+    bucket's smallest key, for every bucket of two or more records.
 
     A group holds one shard of buckets (`bucket % shards`), not one bucket: the work is a few
     vectorised calls per shard instead of one Python call per bucket, most of which hold a
@@ -142,5 +145,110 @@ def duplicates_in_bucket(group: dict) -> dict:
     first[1:] = buckets[1:] != buckets[:-1]
     smallest = keys[first][np.cumsum(first) - 1]  # the smallest key of each row's bucket
     dup = keys != smallest
-    exact = (buckets[dup] >> 55) == EXACT_BAND
-    return {"key": keys[dup], "reason": np.where(exact, "exact_duplicate", "near_duplicate").astype(object)}
+    return {"key": keys[dup], "root": smallest[dup], "exact": (buckets[dup] >> 55) == EXACT_BAND}
+
+
+def components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of the graph with edges (a[i], b[i]): (its nodes, sorted; the smallest
+    node of each one's component).
+
+    Union-find in vectorised rounds: every edge whose ends have different roots hooks the larger
+    root under the smaller one, then paths are compressed (pointer jumping) until each node points
+    at its root. A parent is never larger than its child, so a component's root is its smallest node.
+    """
+    nodes, inverse = np.unique(np.concatenate([a, b]).astype(np.int64), return_inverse=True)
+    u, v = inverse[: len(a)], inverse[len(a) :]
+    parent = np.arange(len(nodes))
+    while True:
+        pu, pv = parent[u], parent[v]
+        split = pu != pv
+        if not split.any():
+            return nodes, nodes[parent]
+        np.minimum.at(parent, np.maximum(pu, pv)[split], np.minimum(pu, pv)[split])
+        while not np.array_equal(jumped := parent[parent], parent):
+            parent = jumped
+
+
+def resolve(key: np.ndarray, root: np.ndarray, exact: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dropped keys, sorted; whether each was an exact copy) from the bucket edges: every record
+    of a near-duplicate cluster (connected across buckets: A~B in one band, B~C in another) but the
+    smallest key goes; 'exact' when the record shared an exact-content bucket with a smaller key."""
+    nodes, roots = components(key, root)
+    dropped = nodes[nodes != roots]
+    return dropped, np.isin(dropped, key[exact])
+
+
+class DupIndex:
+    """The dropped keys, looked up like the dict `{key: reason}` (`key in dups`, `dups[key]`) by the
+    Ray Data tasks that apply them. It travels as an object reference: the keys go from the task
+    that resolved them to the workers through the object store, never through the driver."""
+
+    def __init__(self, ref, count: int):
+        self._ref, self.count = [ref], count  # in a list: Ray passes a nested reference unresolved
+        self._arrays = None
+
+    def __getstate__(self):
+        return {"_ref": self._ref, "count": self.count, "_arrays": None}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _get(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            import ray
+
+            self._arrays = ray.get(self._ref[0])
+        return self._arrays
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Per key: "" (kept), "exact_duplicate" or "near_duplicate"."""
+        dropped, exact = self._get()
+        keys = np.asarray(keys, dtype=np.int64)
+        at = np.minimum(np.searchsorted(dropped, keys), max(len(dropped) - 1, 0))
+        hit = (dropped[at] == keys) if len(dropped) else np.zeros(len(keys), bool)
+        reason = np.where(exact[at], "exact_duplicate", "near_duplicate") if len(dropped) else ""
+        return np.where(hit, reason, "").astype(object)
+
+    def __contains__(self, key) -> bool:
+        return bool(self.lookup(np.array([key]))[0])
+
+    def __getitem__(self, key) -> str:
+        reason = self.lookup(np.array([key]))[0]
+        if not reason:
+            raise KeyError(key)
+        return reason
+
+
+def find_duplicates(scanned, parts: int, per_record: int) -> DupIndex:
+    """The duplicates among the scanned records: a Ray Data groupby over shards of the dedup
+    buckets yields the edges, one Ray task joins them into clusters (union-find).
+
+    Shards (`bucket % shards`, ~1 M bucket rows each, at least 16), not single buckets, are the
+    groups: one vectorised call per shard instead of one Python call per bucket.
+    """
+    import ray
+
+    from forge_ray.prepare.stages import bucket_rows
+
+    rows = scanned.count() * (1 + per_record)  # at most; count() of a materialised dataset is metadata
+    shards = max(16, rows // 1_000_000 + 1)
+    edges = (
+        scanned.select_columns(["key", "buckets"])
+        .map_batches(bucket_rows, batch_format="pyarrow", fn_kwargs={"shards": shards})
+        .groupby("shard", num_partitions=parts)
+        .map_groups(bucket_edges, batch_format="numpy")
+        .materialize()
+    )
+    ref, count = ray.remote(num_cpus=1, num_returns=2)(_resolve_task).remote(edges)
+    return DupIndex(ref, ray.get(count))
+
+
+def _resolve_task(edges) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    cols = {"key": [], "root": [], "exact": []}
+    for batch in edges.iter_batches(batch_format="numpy", batch_size=1 << 16):
+        for c in cols:
+            cols[c].append(np.asarray(batch[c]))
+    key, root, exact = (np.concatenate(v) if v else np.zeros(0, t) for v, t in
+                        zip(cols.values(), (np.int64, np.int64, bool), strict=True))
+    dropped, is_exact = resolve(key, root, exact.astype(bool))
+    return (dropped, is_exact), len(dropped)

@@ -34,6 +34,45 @@ def build_counts(rows: list[dict], names: list[str]) -> dict[str, dict]:
     return counts
 
 
+def tally_stage(batch, dups) -> dict:
+    """Per block: how many records of each (source, outcome, reason), once the dedup decisions
+    (`dups`, a `DupIndex` or {}) apply; and the smallest split hash of each source's live records."""
+    import numpy as np
+
+    from forge_ray.prepare.stages import LIVE
+
+    outcome = np.asarray(batch["outcome"].to_pylist(), dtype=object)
+    reason = np.asarray(batch["reason"].to_pylist(), dtype=object)
+    if dups:
+        dup = dups.lookup(batch["key"].to_numpy())
+        hit = np.isin(outcome, LIVE) & (dup != "")
+        outcome[hit], reason[hit] = "dropped", dup[hit]
+    live = np.isin(outcome, LIVE)
+    hashes = batch["split_hash"].to_numpy()
+    tally: dict[tuple, list] = {}
+    for i, k in enumerate(zip(batch["source"].to_pylist(), outcome, reason, strict=True)):
+        t = tally.setdefault(k, [0, 2.0])
+        t[0] += 1
+        if live[i]:
+            t[1] = min(t[1], float(hashes[i]))
+    keys = list(tally)
+    return {"source": [k[0] for k in keys], "outcome": [k[1] for k in keys], "reason": [k[2] for k in keys],
+            "count()": [tally[k][0] for k in keys], "min_hash": [tally[k][1] for k in keys]}
+
+
+def merge_tallies(rows: list[dict], names: list[str]) -> tuple[dict[str, dict], dict[str, float]]:
+    """(counts per source, smallest live split hash per source) from the blocks' tallies.
+
+    The document with the smallest split hash of each source is always held out, so every
+    source has an evaluation split however small it is.
+    """
+    forced: dict[str, float] = {}
+    for r in rows:
+        if r["min_hash"] < forced.get(r["source"], 2.0):
+            forced[r["source"]] = r["min_hash"]
+    return build_counts(rows, names), forced
+
+
 def reconcile(counts: dict[str, dict]) -> None:
     for source, c in counts.items():
         total = c["kept"] + c["redacted"] + sum(c["dropped"].values()) + sum(c["quarantined"].values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import random
@@ -42,7 +43,7 @@ def seeded(tmp_path_factory, ray_cluster):
     near[50] = "zeppelin"
     lines = [jl({"id": f"n{i}", "text": t, "tag": "ok"}) for i, t in enumerate(good)]
     lines += [
-        b'{"id": "bad1", "text": "unterminated\n',                           # line 9
+        b'{"id": "bad1", "text": "mail eve.planted@example.net, unterminated\n',  # line 9
         jl([1, 2, 3]),                                                      # 10 not_an_object
         jl({"id": "m1"}),                                                   # 11 missing_text
         jl({"id": "w1", "text": 42}),                                       # 12 wrong_type
@@ -70,6 +71,8 @@ def seeded(tmp_path_factory, ray_cluster):
     (root / "pages").mkdir()
     (root / "pages" / "one.txt").write_text(prose(r, 60) + "\nContact bob.stone@example.org or +44 20 7946 0321.\n")
     (root / "pages" / "two.txt").write_bytes(b"\x00\x01\x02\x03" * 50)
+    # restricted, and the scan finds nothing in it: still never trained on
+    (root / "pages" / "three.txt").write_text(prose(random.Random(99), 60) + " QUIETRESTRICTEDMARK.\n")
 
     buf = io.BytesIO()
     pq.write_table(pa.table({"body": [prose(r), None, prose(r)], "rid": ["r0", "r1", "r2"]}), buf)
@@ -111,7 +114,7 @@ def test_every_record_has_exactly_one_outcome_with_its_reason(seeded):
     }
     # Across sources: the gz copy of a `notes` record is the duplicate; blank lines are not records.
     assert c["more"] == {"input": 3, "kept": 2, "redacted": 0, "dropped": {"exact_duplicate": 1}, "quarantined": {}}
-    assert c["pages"] == {"input": 2, "kept": 0, "redacted": 0, "dropped": {"routed_restricted": 1},
+    assert c["pages"] == {"input": 3, "kept": 0, "redacted": 0, "dropped": {"routed_restricted": 2},
                           "quarantined": {"binary_content": 1}}
     assert c["table"] == {"input": 3, "kept": 2, "redacted": 0, "dropped": {}, "quarantined": {"missing_text": 1}}
 
@@ -125,12 +128,19 @@ def test_quarantine_keeps_reason_and_source_position(seeded):
         ("notes.jsonl:12", "wrong_type"), ("notes.jsonl:13", "empty_text"), ("notes.jsonl:14", "invalid_utf8"),
         ("notes.jsonl:15", "invalid_utf8"), ("notes.jsonl:16", "binary_content"), ("notes.jsonl:17", "too_long"),
     ]
-    assert q[0]["raw"].startswith('{"id": "bad1"') and len(q[8]["raw"]) <= 4096
+    # nothing raw: the reason, the position and the hash of the raw line only
+    assert all(set(x) == {"reason", "position", "sha256"} for x in q)
+    raw_line = (root / "notes" / "notes.jsonl").read_bytes().split(b"\n")[8].decode()
+    assert q[0]["sha256"] == hashlib.sha256(raw_line.encode()).hexdigest()
     pages_q = [json.loads(line) for line in (base / "quarantine" / "pages.jsonl").read_text().splitlines()]
     assert [(x["position"], x["reason"]) for x in pages_q] == [("two.txt:0", "binary_content")]
     restricted = [json.loads(line) for line in (base / "restricted" / "pages.jsonl").read_text().splitlines()]
-    assert len(restricted) == 1 and "bob.stone@example.org" in restricted[0]["text"]
-    assert restricted[0]["pii"] == {"EMAIL": 1, "PHONE": 1}
+    assert [x["position"] for x in restricted] == ["one.txt:0", "three.txt:0"]
+    assert "bob.stone@example.org" in restricted[0]["text"] and restricted[0]["pii"] == {"EMAIL": 1, "PHONE": 1}
+    assert "QUIETRESTRICTEDMARK" in restricted[1]["text"] and restricted[1]["pii"] == {}
+    # no key configured: the restricted output is in clear, readable by its owner only
+    assert (base / "restricted" / "pages.jsonl").stat().st_mode & 0o777 == 0o600
+    assert (base / "restricted").stat().st_mode & 0o777 == 0o700
 
 
 def test_shards_hold_placeholders_not_values_and_no_duplicates(seeded):
@@ -138,7 +148,7 @@ def test_shards_hold_placeholders_not_values_and_no_duplicates(seeded):
     tok = ds.load_tokenizer()
     text = "".join(tok.decode(r) for s in ds.sources for sp in ("train", "eval")
                    for r in ds.read_split(s, sp)["input_ids"].to_pylist())
-    for value in ("ada.lovelace@example.com", "KST-123456", "Initech", "bob.stone", "zeppelin"):
+    for value in ("ada.lovelace@example.com", "KST-123456", "Initech", "bob.stone", "zeppelin", "QUIETRESTRICTEDMARK"):
         assert value not in text
     for placeholder in ("<EMAIL>", "<TICKET_REF>", "<CLIENT>"):
         assert text.count(placeholder) == 1
@@ -174,4 +184,52 @@ def test_reusing_an_existing_tokenizer_folder(seeded, tmp_path):
     with pytest.raises(ConfigError, match="not a tokenizer folder"):
         raw["prepare"]["tokenizer"]["path"] = str(tmp_path / "nowhere")
         raw["prepare"]["dataset"] = "missing"
+        prepare_dataset(validate_config(raw))
+
+
+def test_nothing_raw_and_no_deny_list_term_in_any_file_under_the_root(seeded):
+    """Every file the run wrote (dataset, manifest, tokenizer, side files): no deny-listed client,
+    no custom pattern or value it matched, no value from a quarantined line; hashes instead."""
+    from forge_ray.config.redact import value_hash
+
+    root, _, ds = seeded
+    written = [p for p in (root / "datasets").rglob("*") if p.is_file()]
+    assert any(p.name == "manifest.json" for p in written) and any(p.suffix == ".parquet" for p in written)
+    for path in written:
+        data = path.read_bytes()
+        for needle in (b"initech", b"kst-", b"eve.planted", b"[0-9]{6}"):
+            assert needle not in data.lower(), (path, needle)
+    pii = ds.manifest["config"]["prepare"]["pii"]
+    assert pii["deny_lists"][0]["terms"] == [value_hash("Initech")]
+    assert pii["patterns"][0]["regex"] == value_hash(r"\bKST-[0-9]{6}\b")
+
+
+def test_a_second_run_writes_the_same_shards_and_encrypts_what_it_keeps(seeded, tmp_path):
+    """Other read units (3x more tasks), a key and raw quarantine on: identical shard bytes; the
+    raw quarantined line and the restricted records are kept only as ciphertext."""
+    from cryptography.fernet import Fernet
+
+    root, config, first = seeded
+    key = Fernet.generate_key()
+    (tmp_path / "data.key").write_bytes(key)
+    raw = config.model_dump(mode="json", include={"project", "data", "prepare"})
+    raw["prepare"].update(dataset="again", read_chunk_mb=0.0005,
+                          privacy={"key_file": str(tmp_path / "data.key"), "quarantine_raw": True})
+    ds = prepare_dataset(validate_config(raw))
+    assert ds.manifest["read_units"] > 3 * first.manifest["read_units"]
+    for s in first.sources:
+        for sp in ("train", "eval"):
+            assert [x["sha256"] for x in ds.shards(s, sp)] == [x["sha256"] for x in first.shards(s, sp)], (s, sp)
+    base = root / "datasets" / "again" / ds.version
+    q = json.loads((base / "quarantine" / "notes.jsonl").read_text().splitlines()[0])
+    clear = Fernet(key).decrypt(q["raw_encrypted"].encode()).decode()
+    assert clear.startswith('{"id": "bad1"') and hashlib.sha256(clear.encode()).hexdigest() == q["sha256"]
+    rec = json.loads((base / "restricted" / "pages.jsonl").read_text().splitlines()[0])
+    assert "text" not in rec and "bob.stone" in json.loads(Fernet(key).decrypt(rec["encrypted"].encode()))["text"]
+    for path in base.rglob("*"):
+        assert not path.is_file() or b"eve.planted" not in path.read_bytes()
+
+    raw["prepare"]["privacy"]["key_file"] = str(root / "inside.key")
+    (root / "inside.key").write_bytes(key)
+    with pytest.raises(ConfigError, match="must not lie under the storage root"):
         prepare_dataset(validate_config(raw))

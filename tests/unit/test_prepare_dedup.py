@@ -7,7 +7,7 @@ import random
 import numpy as np
 
 from forge_ray.config.prepare import DedupConfig
-from forge_ray.prepare.dedup import EXACT_BAND, Signer, duplicates_in_bucket, lsh_params
+from forge_ray.prepare.dedup import EXACT_BAND, Signer, bucket_edges, components, lsh_params, resolve
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar".split()
 
@@ -40,10 +40,51 @@ def test_lsh_parameters_cover_the_permutations():
     assert bands * rows <= 128 and bands >= 2
 
 
-def test_a_bucket_keeps_its_smallest_key():
+def test_a_bucket_links_its_records_to_its_smallest_key():
     bucket = (3 << 55) | 12345
-    out = duplicates_in_bucket({"bucket": np.array([bucket] * 3), "key": np.array([30, 10, 20])})
-    assert out["key"].tolist() == [20, 30] and set(out["reason"]) == {"near_duplicate"}
-    exact = duplicates_in_bucket({"bucket": np.array([(EXACT_BAND << 55) | 1] * 2), "key": np.array([5, 4])})
-    assert exact["key"].tolist() == [5] and exact["reason"].tolist() == ["exact_duplicate"]
-    assert duplicates_in_bucket({"bucket": np.array([bucket]), "key": np.array([1])})["key"].size == 0
+    out = bucket_edges({"bucket": np.array([bucket] * 3), "key": np.array([30, 10, 20])})
+    assert out["key"].tolist() == [20, 30] and out["root"].tolist() == [10, 10] and not out["exact"].any()
+    exact = bucket_edges({"bucket": np.array([(EXACT_BAND << 55) | 1] * 2), "key": np.array([5, 4])})
+    assert exact["key"].tolist() == [5] and exact["exact"].tolist() == [True]
+    assert bucket_edges({"bucket": np.array([bucket]), "key": np.array([1])})["key"].size == 0
+
+
+def edges_of(*buckets: tuple[int, list[int]]) -> dict:
+    """The edges of several buckets (band, keys) as the dedup groupby yields them."""
+    rows = [((band << 55) | i, k) for i, (band, keys) in enumerate(buckets) for k in keys]
+    return bucket_edges({"bucket": np.array([b for b, _ in rows]), "key": np.array([k for _, k in rows])})
+
+
+def test_a_chain_across_buckets_is_one_cluster():
+    """A~B share band 0, B~C share band 5: one component, only A (the smallest key) is kept."""
+    a, b, c = 10, 20, 30
+    e = edges_of((0, [a, b]), (5, [b, c]))
+    dropped, exact = resolve(e["key"], e["root"], e["exact"])
+    assert dropped.tolist() == [b, c] and not exact.any()
+    # Per bucket, B (the smallest of band 5's bucket {B, C}) would be kept when A~C and B~C only:
+    e = edges_of((0, [a, c]), (5, [b, c]))
+    assert resolve(e["key"], e["root"], e["exact"])[0].tolist() == [b, c]
+
+
+def test_components_match_a_reference_union_find():
+    r = random.Random(3)
+    a = np.array([r.randrange(200) for _ in range(300)])
+    b = np.array([r.randrange(200) for _ in range(300)])
+    parent = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        rx, ry = find(x), find(y)
+        parent[max(rx, ry)] = min(rx, ry)
+    nodes, roots = components(a, b)
+    assert nodes.tolist() == sorted(parent) and roots.tolist() == [find(n) for n in nodes.tolist()]
+
+
+def test_exact_copies_are_named_exact():
+    e = edges_of((EXACT_BAND, [4, 5]), (2, [4, 6]))
+    dropped, exact = resolve(e["key"], e["root"], e["exact"])
+    assert dict(zip(dropped.tolist(), exact.tolist(), strict=True)) == {5: True, 6: False}
