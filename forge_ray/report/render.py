@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from forge_ray.config.redact import redact_tree
 from forge_ray.eval.report import EvalReport, SuiteResult
 from forge_ray.report import plots
 
@@ -160,7 +161,8 @@ def _lineage_section(lineage: dict | None) -> str:
             f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(str(v))}</code></td></tr>"
             for k, v in flat) + "</table>")
     if lineage.get("config"):
-        text = yaml.safe_dump(lineage["config"], sort_keys=False)
+        # Hashes for deny-list terms and patterns, also for versions exported before export redacted them.
+        text = yaml.safe_dump(redact_tree(lineage["config"]), sort_keys=False)
         out.append(f"<h3>Config</h3><pre id=\"lineage-config\">{html.escape(text)}</pre>")
     return "".join(out)
 
