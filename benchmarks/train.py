@@ -91,8 +91,9 @@ def plain_loop(plan, model_cfg, steps: int) -> dict:
 
     from forge_ray.mixture.reader import read_samples
     from forge_ray.models import build_model
-    from forge_ray.train.deepspeed_adapter import lr_at, optimizer_groups
-    from forge_ray.train.worker import lm_token_loss
+    from forge_ray.train.deepspeed_adapter import optimizer_groups
+    from forge_ray.train.loss import lm_token_loss
+    from forge_ray.train.schedule import lr_at
 
     torch.set_num_threads(THREADS)
     cfg = forge_config("/tmp", model_cfg.family, steps).train
@@ -143,7 +144,7 @@ def interleaved_moe_vs_dense(plan_dense, dense_cfg, plan_moe, moe_cfg, steps: in
 
     from forge_ray.mixture.reader import read_samples
     from forge_ray.models import build_model
-    from forge_ray.train.worker import lm_token_loss
+    from forge_ray.train.loss import lm_token_loss
 
     torch.set_num_threads(THREADS)
     no_drop = moe_cfg.model_copy(update={"moe": moe_cfg.moe.model_copy(update={"drop_tokens": False})})

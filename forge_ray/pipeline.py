@@ -20,6 +20,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Literal, NotRequired, TypedDict
 
 from forge_ray.config import ForgeConfig, config_hash
 from forge_ray.storage import Storage
@@ -29,10 +30,20 @@ log = logging.getLogger(__name__)
 PROMPTS = ["def main():", "Hello Kestrel support,"]
 
 
+class RoundRecord(TypedDict):
+    """A finished round, as `rounds.json` keeps it (a re-submitted pipeline skips these)."""
+
+    round: int  # 1-based
+    run: str  # the training run, <storage_root>/runs/<run>/
+    version: str  # the exported registry version
+    decision: Literal["promote", "reject"]  # the eval gate's
+    report: NotRequired[str]  # the run report's URL, for a promoted version
+
+
 @dataclass
 class PipelineResult:
     dataset: str
-    rounds: list[dict] = field(default_factory=list)
+    rounds: list[RoundRecord] = field(default_factory=list)
     completions: list[dict] = field(default_factory=list)
     report: str | None = None
     endpoint: object | None = None
@@ -67,9 +78,9 @@ class _Rounds:
         self.storage, self.rel = storage, f"pipeline/{config.project.name}/rounds.json"
         self.key = f"{config_hash(config)}:{dataset_version}"
         data = storage.read_json(self.rel) if storage.exists(self.rel) else {}
-        self.done: list[dict] = data.get("rounds", []) if data.get("key") == self.key else []
+        self.done: list[RoundRecord] = data.get("rounds", []) if data.get("key") == self.key else []
 
-    def add(self, record: dict) -> None:
+    def add(self, record: RoundRecord) -> None:
         self.done.append(record)
         self.storage.write_json(self.rel, {"key": self.key, "rounds": self.done})
 
@@ -96,12 +107,13 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
     """Run every stage on the cluster; returns what each round made and the completions shown."""
     from forge_ray.cluster import connect_for
     from forge_ray.eval import evaluate_and_gate
+    from forge_ray.export import export_run
     from forge_ray.prepare.run import prepare_dataset
     from forge_ray.registry import Registry
     from forge_ray.report.version_report import write_version_report
     from forge_ray.serve import start_serving, wait_for_version
     from forge_ray.serve.demo import demo_keys
-    from forge_ray.train import train_model
+    from forge_ray.train import run_training
 
     t0 = time.monotonic()
     storage = Storage(config.project.storage_root)
@@ -128,13 +140,14 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
             continue
         say(f"[round {r + 1}] training {cfg.model.family} run {cfg.train.run_name}"
             + (f" from {previous}" if r and previous else ""))
-        version_dir = train_model(cfg, dataset, storage)
+        # run -> export, as `forge train` does; exported whatever train.export says: the gate needs a version
+        exported = export_run(run_training(cfg, dataset, storage), cfg, dataset, storage)
         before = _complete_all(endpoint, key) if endpoint else None
-        report = evaluate_and_gate(cfg, version_dir, storage)
+        report = evaluate_and_gate(cfg, exported.path, storage)
         version, decision = report["version"], report["gate"]["decision"]
         say(f"[round {r + 1}] eval: {version} -> {decision}"
             + ("" if decision == "promote" else f" ({'; '.join(report['gate']['reasons'])})"))
-        entry = {"round": r + 1, "run": cfg.train.run_name, "version": version, "decision": decision}
+        entry = RoundRecord(round=r + 1, run=cfg.train.run_name, version=version, decision=decision)
         if decision == "promote":
             if endpoint is None:
                 endpoint = start_serving(config, address)

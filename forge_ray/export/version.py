@@ -18,12 +18,17 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from forge_ray.config import ForgeConfig
 from forge_ray.config.model import ModelConfig
 from forge_ray.storage import Storage
+
+if TYPE_CHECKING:
+    from forge_ray.prepare.dataset import PreparedDataset
+    from forge_ray.train import TrainResult
 
 CANARY_TOKENS = 16
 
@@ -48,12 +53,12 @@ def code_version() -> str:
     return f"{__version__}+{h.hexdigest()[:10]}"
 
 
-def input_hashes(dataset) -> dict:
+def input_hashes(dataset: PreparedDataset) -> dict:
     """{source: [{uri, sha256, bytes}]} of the raw inputs the dataset was prepared from."""
     return {name: src.get("inputs", []) for name, src in dataset.manifest.get("sources", {}).items()}
 
 
-def write_hf_folder(weights: dict[str, torch.Tensor], model: ModelConfig, dataset, out_dir: str,
+def write_hf_folder(weights: dict[str, torch.Tensor], model: ModelConfig, dataset: PreparedDataset, out_dir: str,
                     dtype: torch.dtype = torch.float32) -> str:
     from forge_ray.models.hf import save_hf_folder
 
@@ -66,7 +71,7 @@ def write_hf_folder(weights: dict[str, torch.Tensor], model: ModelConfig, datase
 def export_checkpoint(
     checkpoint_dir: str,
     config: ForgeConfig,
-    dataset,
+    dataset: PreparedDataset,
     storage: Storage,
     *,
     model: ModelConfig,
@@ -76,18 +81,19 @@ def export_checkpoint(
     version: str | None = None,
     prompts: tuple[str, ...] | None = None,
 ) -> ExportedVersion:
-    """Write the checkpoint's weights as an HF folder, record canaries, publish as a candidate."""
+    """Write the checkpoint's weights as an HF folder, record canaries, publish as a candidate.
+
+    The folder's dtype is the one the run trained in, as its checkpoint recorded it (float32 for
+    checkpoints that did not): the training workers decide it from their device, not the config."""
     from forge_ray.registry import publish_version, record_canaries
     from forge_ray.registry.canary import DEFAULT_PROMPTS
     from forge_ray.registry.store import Registry
-    from forge_ray.train.checkpoint import read_checkpoint
+    from forge_ray.train.checkpoint import checkpoint_dtype, read_checkpoint
 
     weights, _, state = read_checkpoint(checkpoint_dir, optimizer=False)
     version = version or f"{run}-s{state['step']}"
-    bf16 = config.train.precision == "bf16" or (config.train.precision == "auto" and config.train.use_gpu)
     with tempfile.TemporaryDirectory(prefix="forge-export-") as tmp:
-        hf_dir = write_hf_folder(weights, model, dataset, str(Path(tmp) / "hf"),
-                                 torch.bfloat16 if bf16 else torch.float32)
+        hf_dir = write_hf_folder(weights, model, dataset, str(Path(tmp) / "hf"), checkpoint_dtype(state))
         manifest = {
             "code_version": code_version(),
             "canaries": record_canaries(hf_dir, prompts or DEFAULT_PROMPTS, CANARY_TOKENS),
@@ -109,8 +115,8 @@ def export_checkpoint(
     return ExportedVersion(model.name, version, path, storage.read_json(f"registry/{model.name}/{version}/manifest.json"))
 
 
-def export_run(result, config: ForgeConfig, dataset, storage: Storage | None = None,
-               version: str | None = None) -> ExportedVersion:
+def export_run(result: TrainResult, config: ForgeConfig, dataset: PreparedDataset,
+               storage: Storage | None = None, version: str | None = None) -> ExportedVersion:
     """Export the final checkpoint of a finished `run_training` result."""
     storage = storage or Storage(config.project.storage_root)
     final = result.metrics[-1] if result.metrics else {}
@@ -127,7 +133,7 @@ def export_from_run(config: ForgeConfig, run: str, *, checkpoint: str | None = N
     """`forge export`: a run's latest (or given) checkpoint, with the lineage its run.json recorded."""
     from forge_ray.errors import StorageError
     from forge_ray.prepare.dataset import open_dataset
-    from forge_ray.train.checkpoint import read_checkpoint
+    from forge_ray.train.checkpoint import read_state
     from forge_ray.train.runs import latest_checkpoint
 
     storage = Storage(config.project.storage_root)
@@ -136,7 +142,7 @@ def export_from_run(config: ForgeConfig, run: str, *, checkpoint: str | None = N
     info = storage.read_json(f"runs/{run}/run.json")
     ckpt = checkpoint or str(latest_checkpoint(storage.path("runs", run)))
     dataset = open_dataset(storage, info["dataset"], info["dataset_version"])
-    state = read_checkpoint(ckpt, optimizer=False)[2]
+    state = read_state(ckpt)
     return export_checkpoint(ckpt, config, dataset, storage, model=ModelConfig.model_validate(info["model"]),
                              run=run, plan_json=info["mixture_plan"], metrics=state.get("metrics", {}),
                              version=version)

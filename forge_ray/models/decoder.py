@@ -1,14 +1,14 @@
 """The decoder-only transformer, dense or Mixture-of-Experts, from a `ModelConfig`.
 
 - pre-norm blocks: x + attn(norm(x)), then x + mlp(norm(x))
-- MLP: SwiGLU, or a DeepSpeed-MoE layer (`deepspeed.moe.layer.MoE`, top-k >= 2 gate, SwiGLU experts
-  that skip the empty slots of their capacity buffer)
-  every `moe.every_n_layers` layers
+- MLP: SwiGLU, or every `moe.every_n_layers` layers an MoE block: a router and SwiGLU experts
+  that skip the empty slots of their capacity buffer, routed top-k >= 2 by DeepSpeed-MoE
 - forward returns logits, the summed load-balancing loss and the tokens routed to each expert
-- parameter names follow HF Llama/Mixtral module names, so `forge_ray.models.hf` maps them 1:1
+- parameter names are forge's own (`forge_ray.models.names`), mapped to HF's in `models/hf.py`
 
-Parallelism stays outside: the MoE layer is told its expert-parallel size (how many experts are
-local), the DeepSpeed engine later gives it its process group (`forge_ray.train.deepspeed_adapter`).
+Parallelism stays outside: the MoE block is told its expert-parallel size (how many experts are
+local); DeepSpeed's layer, with its names kept out of ours, comes from
+`forge_ray.train.deepspeed_adapter`, and the engine later gives it its process group.
 """
 
 from __future__ import annotations
@@ -31,28 +31,17 @@ class DecoderOutput:
 
 
 class MoEMLP(nn.Module):
-    """A DeepSpeed-MoE layer with SwiGLU experts (`num_experts / ep_size` of them live here)."""
+    """An MoE block: `router` scores the experts, `experts` are this rank's `num_experts / ep_size`
+    SwiGLU experts; DeepSpeed-MoE (`moe`, holding no parameters of its own) routes tokens to them."""
 
     def __init__(self, cfg: ModelConfig, ep_size: int):
         super().__init__()
-        from deepspeed.moe.layer import MoE  # deferred: deepspeed's import is slow and dense models skip it
+        # deferred: forge_ray.train imports this module, and dense models skip deepspeed's slow import
+        from forge_ray.train.deepspeed_adapter import moe_layer
 
-        m = cfg.moe
-        self.num_experts = m.num_experts
-        self.moe = MoE(
-            hidden_size=cfg.hidden_size,
-            expert=ExpertSwiGLU(cfg.hidden_size, cfg.ffn_hidden_size),
-            num_experts=m.num_experts,
-            ep_size=ep_size,
-            k=m.top_k,
-            capacity_factor=m.capacity_factor,
-            eval_capacity_factor=m.eval_capacity_factor,
-            min_capacity=m.min_capacity,
-            drop_tokens=m.drop_tokens,
-            # Deterministic routing: no Gumbel sampling of the 2nd expert, no random token
-            # selection, which is how HF Mixtral and vLLM route at inference.
-            use_rts=False,
-            top2_2nd_expert_sampling=False,
+        self.num_experts = cfg.moe.num_experts
+        self.moe, self.router, self.experts = moe_layer(
+            cfg.hidden_size, ExpertSwiGLU(cfg.hidden_size, cfg.ffn_hidden_size), cfg.moe, ep_size
         )
 
     def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,16 +1,14 @@
 """Hugging Face weight layout, both ways: Llama (dense) and Mixtral (MoE) folders.
 
-Native names are HF module names without the `model.` prefix; MoE layers differ:
+forge's parameter names (`forge_ray.models.names`) map to HF's through one table, `NAMES`, used
+both ways (`{}`: a layer, then an expert). Around it, three rules of the layouts:
 
-    layers.{i}.mlp.moe.deepspeed_moe.gate.wg.weight                         <-> model.layers.{i}.block_sparse_moe.gate.weight
-    layers.{i}.mlp.moe.deepspeed_moe.experts.deepspeed_experts.{e}.gate_proj <-> ...block_sparse_moe.experts.{e}.w1
-                                                          ... .up_proj       <-> ...experts.{e}.w3
-                                                          ... .down_proj     <-> ...experts.{e}.w2
-
-The Mixtral layout has an MoE block in every layer; a dense layer of a model with
-`moe.every_n_layers > 1` is written as E copies of its MLP with a zero router: every
-token then gets weights 1/k on k identical experts, the same function.
-Reading also accepts transformers 5's fused form (`mlp.experts.gate_up_proj` / `down_proj`).
+- the Mixtral layout has an MoE block in every layer: a dense layer of a model with
+  `moe.every_n_layers > 1` is written as E copies of its MLP with a zero router (every token then
+  gets weights 1/k on k identical experts: the same function);
+- reading also accepts transformers 5's spelling (`mlp.gate`, `mlp.experts.{e}`) and its fused
+  experts (`mlp.experts.gate_up_proj` [E, 2F, D], `mlp.experts.down_proj` [E, D, F]);
+- tied embeddings: no `lm_head.weight` is written, and one is made from the embedding on reading.
 """
 
 from __future__ import annotations
@@ -24,61 +22,90 @@ import torch
 
 from forge_ray.config.model import ModelConfig
 
-_MOE = "mlp.moe.deepspeed_moe"
-_EXPERT = re.compile(rf"^layers\.(\d+)\.{re.escape(_MOE)}\.experts\.deepspeed_experts\.(\d+)\.(\w+)_proj\.weight$")
-_GATE = re.compile(rf"^layers\.(\d+)\.{re.escape(_MOE)}\.gate\.wg\.weight$")
+# forge name -> HF name (the on-disk Llama / Mixtral layout, which transformers 5 and vLLM read).
+NAMES = {
+    "embed_tokens.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "lm_head.weight": "lm_head.weight",
+    "layers.{}.input_layernorm.weight": "model.layers.{}.input_layernorm.weight",
+    "layers.{}.post_attention_layernorm.weight": "model.layers.{}.post_attention_layernorm.weight",
+    "layers.{}.self_attn.q_proj.weight": "model.layers.{}.self_attn.q_proj.weight",
+    "layers.{}.self_attn.k_proj.weight": "model.layers.{}.self_attn.k_proj.weight",
+    "layers.{}.self_attn.v_proj.weight": "model.layers.{}.self_attn.v_proj.weight",
+    "layers.{}.self_attn.o_proj.weight": "model.layers.{}.self_attn.o_proj.weight",
+    "layers.{}.mlp.gate_proj.weight": "model.layers.{}.mlp.gate_proj.weight",
+    "layers.{}.mlp.up_proj.weight": "model.layers.{}.mlp.up_proj.weight",
+    "layers.{}.mlp.down_proj.weight": "model.layers.{}.mlp.down_proj.weight",
+    "layers.{}.mlp.router.weight": "model.layers.{}.block_sparse_moe.gate.weight",
+    "layers.{}.mlp.experts.{}.gate_proj.weight": "model.layers.{}.block_sparse_moe.experts.{}.w1.weight",
+    "layers.{}.mlp.experts.{}.down_proj.weight": "model.layers.{}.block_sparse_moe.experts.{}.w2.weight",
+    "layers.{}.mlp.experts.{}.up_proj.weight": "model.layers.{}.block_sparse_moe.experts.{}.w3.weight",
+}
+_FROM_HF = {hf: forge for forge, hf in NAMES.items()}
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.)")  # a layer or expert number: a whole dotted component
 _DENSE_MLP = re.compile(r"^layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight$")
-_W = {"gate": "w1", "down": "w2", "up": "w3"}
-_W_INV = {v: k for k, v in _W.items()}
+_FUSED = re.compile(r"^(model\.layers\.\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
 ARCHITECTURES = {"dense": "LlamaForCausalLM", "moe": "MixtralForCausalLM"}
 
 
+def _rename(name: str, table: dict[str, str]) -> str | None:
+    target = table.get(_INDEX.sub("{}", name))
+    return None if target is None else target.format(*_INDEX.findall(name))
+
+
+def to_hf_name(name: str) -> str:
+    hf = _rename(name, NAMES)
+    if hf is None:
+        raise KeyError(f"{name!r} is not a parameter name of forge's models")
+    return hf
+
+
 def to_hf_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Native (canonical, all experts) state dict -> HF Llama / Mixtral tensor names."""
+    """forge state dict (all experts, global numbers) -> HF Llama / Mixtral tensor names."""
     out: dict[str, torch.Tensor] = {}
     for name, t in state.items():
         if cfg.tie_embeddings and name == "lm_head.weight":
             continue
-        if m := _EXPERT.match(name):
-            layer, e, kind = m.groups()
-            out[f"model.layers.{layer}.block_sparse_moe.experts.{e}.{_W[kind]}.weight"] = t
-        elif m := _GATE.match(name):
-            out[f"model.layers.{m.group(1)}.block_sparse_moe.gate.weight"] = t
-        elif cfg.family == "moe" and (m := _DENSE_MLP.match(name)):
-            layer, kind = m.groups()
+        if cfg.family == "moe" and (m := _DENSE_MLP.match(name)):
+            layer, proj = m.groups()
             for e in range(cfg.moe.num_experts):
-                out[f"model.layers.{layer}.block_sparse_moe.experts.{e}.{_W[kind]}.weight"] = t.clone()
-            out.setdefault(
-                f"model.layers.{layer}.block_sparse_moe.gate.weight",
-                t.new_zeros(cfg.moe.num_experts, cfg.hidden_size),
-            )
-        elif name == "lm_head.weight":
-            out[name] = t
+                out[to_hf_name(f"layers.{layer}.mlp.experts.{e}.{proj}_proj.weight")] = t.clone()
+            out.setdefault(to_hf_name(f"layers.{layer}.mlp.router.weight"),
+                           t.new_zeros(cfg.moe.num_experts, cfg.hidden_size))
         else:
-            out[f"model.{name}"] = t
+            out[to_hf_name(name)] = t
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """HF Llama / Mixtral tensors (either on-disk or transformers-5 fused) -> native state dict."""
+def _on_disk_layout(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """transformers 5's Mixtral tensors (`mlp.gate`, `mlp.experts.{e}`, fused experts) -> the on-disk
+    names of `NAMES`; a name without the `model.` prefix gets it."""
     out: dict[str, torch.Tensor] = {}
     for name, t in hf.items():
-        name = name.removeprefix("model.").replace(".block_sparse_moe.", ".mlp.")
-        if m := re.match(r"^layers\.(\d+)\.mlp\.experts\.(\d+)\.(w[123])\.weight$", name):
-            layer, e, w = m.groups()
-            out[f"layers.{layer}.{_MOE}.experts.deepspeed_experts.{e}.{_W_INV[w]}_proj.weight"] = t
-        elif cfg.family == "moe" and (m := re.match(r"^layers\.(\d+)\.mlp\.gate\.weight$", name)):
-            out[f"layers.{m.group(1)}.{_MOE}.gate.wg.weight"] = t
-        elif m := re.match(r"^layers\.(\d+)\.mlp\.experts\.gate_up_proj$", name):
-            gate, up = t.chunk(2, dim=1)  # [E, 2F, D]
-            for e in range(t.shape[0]):
-                base = f"layers.{m.group(1)}.{_MOE}.experts.deepspeed_experts.{e}"
-                out[f"{base}.gate_proj.weight"], out[f"{base}.up_proj.weight"] = gate[e], up[e]
-        elif m := re.match(r"^layers\.(\d+)\.mlp\.experts\.down_proj$", name):
-            for e in range(t.shape[0]):
-                out[f"layers.{m.group(1)}.{_MOE}.experts.deepspeed_experts.{e}.down_proj.weight"] = t[e]
-        else:
-            out[name] = t
+        if not name.startswith(("model.", "lm_head.")):
+            name = f"model.{name}"
+        if m := _FUSED.match(name):
+            experts = f"{m.group(1)}.block_sparse_moe.experts"
+            if m.group(2) == "gate_up_proj":
+                gate, up = t.chunk(2, dim=1)
+                for e in range(t.shape[0]):
+                    out[f"{experts}.{e}.w1.weight"], out[f"{experts}.{e}.w3.weight"] = gate[e], up[e]
+            else:
+                for e in range(t.shape[0]):
+                    out[f"{experts}.{e}.w2.weight"] = t[e]
+            continue
+        if cfg.family == "moe":
+            name = re.sub(r"\.mlp\.(gate\.weight$|experts\.)", r".block_sparse_moe.\1", name)
+        out[name] = t
+    return out
+
+
+def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """HF Llama / Mixtral tensors (on-disk or transformers-5 layout) -> forge state dict; tensors the
+    table does not name keep their name without `model.` (the model's strict load then names them)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, t in _on_disk_layout(hf, cfg).items():
+        out[_rename(name, _FROM_HF) or name.removeprefix("model.")] = t
     if cfg.tie_embeddings or "lm_head.weight" not in out:
         out["lm_head.weight"] = out["embed_tokens.weight"]
     return {k: v.contiguous() for k, v in out.items()}

@@ -1,6 +1,6 @@
 """Per-step training metrics: reduced over ranks, then a log line, metrics.jsonl, TensorBoard.
 
-Rank 0 writes `<run>/metrics.jsonl` (one JSON object per logged step, with the attempt's
+Rank 0 writes `<run>/metrics.jsonl` (one `StepRecord` per logged step, with the attempt's
 world size and start step) and `<run>/tensorboard/`. A step re-run after a restart appears
 again in metrics.jsonl; `read_metrics` keeps the latest record of each step, the curve a person
 plots (the test of a killed worker checks that it is continuous).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import torch
 
@@ -80,23 +81,55 @@ class StepAccumulator:
         return out
 
 
-def step_record(reduced: dict, sources: list[str], aux_coef: float) -> dict:
+class LossRecord(TypedDict):
+    """A step's losses, from the sums of every rank's micro batches."""
+
+    loss: float  # lm_loss + aux_loss_coef x aux_loss
+    lm_loss: float  # mean next-token cross-entropy per target token (nats)
+    aux_loss: float  # MoE load-balancing loss, mean over micro batches (0 for dense)
+    loss_by_source: dict[str, float]  # lm loss per mixture source present in the step
+    expert_tokens: NotRequired[list[int]]  # MoE: tokens routed to each expert, summed over layers
+    expert_tokens_by_layer: NotRequired[list[list[int]]]  # MoE: [MoE layer][expert]
+
+
+class StepRecord(LossRecord):
+    """One line of metrics.jsonl; its numeric part (`numeric_metrics`) goes to `ray.train.report`
+    and into the checkpoint's state.json."""
+
+    step: int  # 0-based; the log line shows step + 1
+    lr: float
+    grad_norm: float  # before clipping
+    tokens_per_s: float  # global batch tokens / step_time_s
+    step_time_s: float  # from asking for the batch to the metrics being summed over ranks
+    data_wait_s: float  # of which waiting for the batch
+    mfu: float  # FLOPs counted by the dry run x tokens/s / (peak x workers)
+    world_size: int
+    start_step: int  # where this attempt started (a restart re-runs steps)
+    tokens_seen: int
+    time: float  # unix time
+
+
+def loss_record(reduced: dict, sources: list[str], aux_coef: float) -> LossRecord:
     """Loss (total, LM, MoE aux), loss per domain and routed tokens per expert from reduced sums."""
     lm = float(reduced["loss_sum"][0] / reduced["tokens"][0].clamp(min=1))
     aux = float(reduced["loss_sum"][1] / reduced["micro"][0].clamp(min=1))
-    rec = {"loss": lm + aux_coef * aux, "lm_loss": lm, "aux_loss": aux}
-    rec["loss_by_source"] = {
+    rec = LossRecord(loss=lm + aux_coef * aux, lm_loss=lm, aux_loss=aux, loss_by_source={
         s: float(reduced["source_loss"][i] / reduced["source_tokens"][i])
         for i, s in enumerate(sources)
         if reduced["source_tokens"][i] > 0
-    }
+    })
     if "experts" in reduced:
         rec["expert_tokens"] = [int(v) for v in reduced["experts"].sum(0).tolist()]
         rec["expert_tokens_by_layer"] = [[int(v) for v in row] for row in reduced["experts"].tolist()]
     return rec
 
 
-def format_line(rec: dict, total_steps: int) -> str:
+def numeric_metrics(rec: StepRecord) -> dict[str, float]:
+    """The record's numbers alone (what Ray Train's report and a checkpoint's state keep)."""
+    return {k: v for k, v in rec.items() if isinstance(v, int | float)}
+
+
+def format_line(rec: StepRecord, total_steps: int) -> str:
     line = (
         f"step {rec['step'] + 1:>5}/{total_steps}  loss {rec['loss']:.4f}  lm {rec['lm_loss']:.4f}"
     )
@@ -124,7 +157,7 @@ class MetricsWriter:
 
             self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), flush_secs=10)
 
-    def write(self, rec: dict) -> None:
+    def write(self, rec: StepRecord) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
             f.flush()
@@ -144,9 +177,9 @@ class MetricsWriter:
             self.tb.close()
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
+def read_metrics(run_dir: str | Path) -> list[StepRecord]:
     """The run's curve: the latest record of each step, in step order."""
-    latest: dict[int, dict] = {}
+    latest: dict[int, StepRecord] = {}
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
@@ -157,7 +190,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [latest[k] for k in sorted(latest)]
 
 
-def read_all_metrics(run_dir: str | Path) -> list[dict]:
+def read_all_metrics(run_dir: str | Path) -> list[StepRecord]:
     """Every record in write order, re-run steps included (one per attempt)."""
     path = Path(run_dir) / METRICS_FILE
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []

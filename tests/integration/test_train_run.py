@@ -136,7 +136,7 @@ def test_dense_from_open_weights_starts_where_they_are(prepared_dataset, tmp_pat
     from forge_ray.mixture.reader import read_samples
     from forge_ray.testing.tiny_versions import build_tiny
     from forge_ray.train import run_training
-    from forge_ray.train.worker import lm_token_loss
+    from forge_ray.train.loss import lm_token_loss
 
     root, dataset = prepared_dataset
     hf_dir = build_tiny(str(tmp_path / "open"), "dense", seed=3)

@@ -44,9 +44,26 @@ def test_experts_start_different_and_seed_is_reproducible():
     a, b = build_model(tiny(family="moe"), seed=1), build_model(tiny(family="moe"), seed=1)
     sa = a.state_dict()
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in sa.items())
-    e0 = sa["layers.0.mlp.moe.deepspeed_moe.experts.deepspeed_experts.0.gate_proj.weight"]
-    e1 = sa["layers.0.mlp.moe.deepspeed_moe.experts.deepspeed_experts.1.gate_proj.weight"]
+    e0 = sa["layers.0.mlp.experts.0.gate_proj.weight"]
+    e1 = sa["layers.0.mlp.experts.1.gate_proj.weight"]
     assert not torch.equal(e0, e1)
+
+
+def test_parameter_names_are_forges_and_deepspeeds_table_maps_them_both_ways():
+    """No DeepSpeed module path in the model's names; the adapter's table names the very parameter
+    DeepSpeed's MoE layer still reaches under its own path."""
+    from forge_ray.train.deepspeed_adapter import from_deepspeed_name, to_deepspeed_name
+
+    m = build_model(tiny(family="moe", num_layers=4, moe={"num_experts": 4, "every_n_layers": 2}), seed=0)
+    names = list(m.state_dict())
+    assert names == [n for n, _ in m.named_parameters()] and not [n for n in names if "deepspeed" in n]
+    assert {"layers.1.mlp.router.weight", "layers.3.mlp.experts.3.down_proj.weight"} <= set(names)
+    moved = 0
+    for name, p in m.named_parameters():
+        ds_name = to_deepspeed_name(name)
+        assert m.get_parameter(ds_name) is p and from_deepspeed_name(ds_name) == name
+        moved += ds_name != name
+    assert moved == 2 * (1 + 4 * 3)  # two MoE layers: a router and 4 experts of 3 matrices
 
 
 def test_packed_documents_do_not_see_each_other():

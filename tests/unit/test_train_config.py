@@ -9,7 +9,8 @@ import pytest
 from forge_ray.config import load_config
 from forge_ray.config.train import TrainConfig
 from forge_ray.errors import ConfigError
-from forge_ray.train.deepspeed_adapter import deepspeed_config, lr_at
+from forge_ray.train.deepspeed_adapter import deepspeed_config
+from forge_ray.train.schedule import lr_at
 from tests.conftest import DEMO_CONFIG
 
 BASE = """
@@ -84,7 +85,7 @@ class FakeDataset:
 
 
 def test_more_workers_than_data_is_caught_at_plan_time():
-    from forge_ray.train.trainer import check_data_fits
+    from forge_ray.train.driver import check_data_fits
 
     cfg = load_config(DEMO_CONFIG, ["train.max_workers=2", "train.micro_batch_size=4"])
     check_data_fits(cfg, FakeDataset(8))
@@ -93,7 +94,7 @@ def test_more_workers_than_data_is_caught_at_plan_time():
 
 
 def test_vocabulary_comes_from_the_tokenizer_and_init_from_is_checked(tmp_path):
-    from forge_ray.train.trainer import resolve_model
+    from forge_ray.train.driver import resolve_model
 
     cfg = load_config(DEMO_CONFIG)
     assert resolve_model(cfg, FakeDataset(100)).vocab_size == 4096
@@ -121,3 +122,21 @@ def test_forge_export_names_a_missing_run(tmp_path, capsys):
     code = main(["export", "-c", str(DEMO_CONFIG), "--set", f"project.storage_root={tmp_path}", "--run", "nope"])
     err = capsys.readouterr().err
     assert code == 2 and "no run 'nope'" in err and "Traceback" not in err
+
+
+def test_checkpoints_read_under_forge_names_and_export_in_the_recorded_dtype(tmp_path):
+    """A checkpoint written before forge named its MoE parameters (DeepSpeed's module paths, no
+    dtype) reads under forge's names and exports in float32; a recorded dtype is the export's."""
+    import torch
+
+    from forge_ray.train.checkpoint import checkpoint_dtype, read_checkpoint, write_checkpoint
+
+    old = "layers.0.mlp.moe.deepspeed_moe.experts.deepspeed_experts.3.gate_proj.weight"
+    router = "layers.0.mlp.moe.deepspeed_moe.gate.wg.weight"
+    write_checkpoint(tmp_path, {n: torch.ones(2) for n in (old, router, "norm.weight")},
+                     {f"{k}/{n}": torch.ones(2) for k in ("exp_avg", "exp_avg_sq") for n in (old, router)}, {"step": 4})
+    weights, moments, state = read_checkpoint(tmp_path)
+    assert set(weights) == {"layers.0.mlp.experts.3.gate_proj.weight", "layers.0.mlp.router.weight", "norm.weight"}
+    assert "exp_avg_sq/layers.0.mlp.experts.3.gate_proj.weight" in moments
+    assert checkpoint_dtype(state) == torch.float32
+    assert checkpoint_dtype({**state, "dtype": "bfloat16"}) == torch.bfloat16

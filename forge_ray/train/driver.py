@@ -14,13 +14,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from forge_ray.config import ForgeConfig, config_hash
 from forge_ray.config.model import ModelConfig
 from forge_ray.errors import ConfigError, ForgeError
 from forge_ray.storage import Storage
-from forge_ray.train.metrics import read_metrics
+from forge_ray.train.metrics import StepRecord, read_metrics
 from forge_ray.train.worker import WorkerJob, train_loop_per_worker
+
+if TYPE_CHECKING:
+    from forge_ray.mixture import MixturePlan
+    from forge_ray.prepare.dataset import PreparedDataset
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +39,13 @@ class TrainResult:
     run: str
     run_dir: str
     checkpoint_dir: str
-    model: ModelConfig
-    plan: object
-    metrics: list[dict]  # the curve: latest record per logged step
+    model: ModelConfig  # resolved (vocabulary, init_from's architecture)
+    plan: MixturePlan
+    metrics: list[StepRecord]  # the curve: latest record per logged step
     wall_s: float
 
 
-def resolve_model(config: ForgeConfig, dataset) -> ModelConfig:
+def resolve_model(config: ForgeConfig, dataset: PreparedDataset) -> ModelConfig:
     """The model section made concrete: vocabulary from the tokenizer, or an HF checkpoint's architecture."""
     cfg = config.model
     vocab = int(dataset.manifest["tokenizer"]["vocab_size"])
@@ -64,7 +69,7 @@ def resolve_model(config: ForgeConfig, dataset) -> ModelConfig:
     return cfg if cfg.vocab_size else cfg.model_copy(update={"vocab_size": vocab})
 
 
-def check_data_fits(config: ForgeConfig, dataset) -> None:
+def check_data_fits(config: ForgeConfig, dataset: PreparedDataset) -> None:
     """Fail at plan time when the data cannot feed the workers, naming the fields."""
     t = config.train
     total = sum(dataset.num_sequences(s, "train") for s in dataset.sources)
@@ -87,7 +92,7 @@ def default_run_name(config: ForgeConfig) -> str:
     return f"{config.model.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
 
 
-def plan_run(config: ForgeConfig, dataset, storage: Storage, run: str) -> WorkerJob:
+def plan_run(config: ForgeConfig, dataset: PreparedDataset, storage: Storage, run: str) -> WorkerJob:
     from forge_ray.mixture import MixtureError, build_plan
     from forge_ray.models.dry_run import model_size
 
@@ -110,7 +115,7 @@ def plan_run(config: ForgeConfig, dataset, storage: Storage, run: str) -> Worker
                      flops_per_token=size.flops_per_token, config_hash=config_hash(config))
 
 
-def run_training(config: ForgeConfig, dataset, storage: Storage | None = None) -> TrainResult:
+def run_training(config: ForgeConfig, dataset: PreparedDataset, storage: Storage | None = None) -> TrainResult:
     """Plan, then fit on the connected Ray cluster (call `forge_ray.cluster.connect` first)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
