@@ -3,6 +3,7 @@
     forge validate -c jobs/configs/demo.yaml
     forge demo -c jobs/configs/demo.yaml
     forge prepare -c jobs/configs/demo.yaml
+    forge synthesize -c jobs/configs/demo.yaml
     forge train -c jobs/configs/demo.yaml [--dry-run]
     forge export -c jobs/configs/demo.yaml --run RUN
     forge dataset show ./forge_data/demo/datasets/demo
@@ -24,7 +25,7 @@ import argparse
 import sys
 
 from forge_ray import __version__
-from forge_ray.cli import dataset, demo, jobs, mixture, prepare, status, submit, train, validate
+from forge_ray.cli import dataset, demo, jobs, mixture, prepare, status, submit, synthesize, train, validate
 from forge_ray.cli import eval as eval_command
 from forge_ray.cli import registry as registry_command
 from forge_ray.cli import serve as serve_command
@@ -32,7 +33,7 @@ from forge_ray.cli.common import setup_logging
 from forge_ray.errors import ForgeError
 
 # Each subcommand module has `register(subparsers)`; later rooms add theirs here.
-COMMANDS = [validate, demo, submit, jobs, status, eval_command, prepare, dataset, serve_command, registry_command, train, mixture]
+COMMANDS = [validate, demo, submit, jobs, status, eval_command, prepare, synthesize, dataset, serve_command, registry_command, train, mixture]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,12 +8,14 @@ from forge_ray.config.data import DataConfig, SourceConfig
 from forge_ray.config.forge_file import ForgeConfig
 from forge_ray.config.loader import config_hash, dump_config, field_path, load_config, validate_config
 from forge_ray.config.project import ProjectConfig
+from forge_ray.config.synthesize import SynthesizeConfig
 
 __all__ = [
     "DataConfig",
     "ForgeConfig",
     "ProjectConfig",
     "SourceConfig",
+    "SynthesizeConfig",
     "config_hash",
     "dump_config",
     "field_path",

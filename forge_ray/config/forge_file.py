@@ -12,6 +12,7 @@ from forge_ray.config.model import ModelConfig
 from forge_ray.config.prepare import PrepareConfig
 from forge_ray.config.project import ProjectConfig
 from forge_ray.config.serve import ServeConfig
+from forge_ray.config.synthesize import SynthesizeConfig, synthesize_problems
 from forge_ray.config.train import TrainConfig, check_train_against_model
 
 
@@ -22,6 +23,9 @@ class ForgeConfig(Section):
     data: DataConfig = Field(description="The corpora.")
     prepare: PrepareConfig = Field(
         default_factory=PrepareConfig, description="Raw corpora -> packed token shards."
+    )
+    synthesize: SynthesizeConfig = Field(
+        default_factory=SynthesizeConfig, description="Restricted records -> privacy-checked synthetic sources."
     )
     mixture: MixtureConfig = Field(
         default_factory=MixtureConfig, description="Mixing prepared sources into one stream."
@@ -34,11 +38,25 @@ class ForgeConfig(Section):
     @model_validator(mode="after")
     def _mixture_names_known_sources(self) -> ForgeConfig:
         for field, names in self.mixture.named_sources().items():
-            unknown = sorted(set(names) - set(self.data.names))
+            known = self.data.names + self.synthesize.output_names()  # synthetic sources mix like any other
+            unknown = sorted(set(names) - set(known))
             if unknown:
-                raise ValueError(
-                    f"mixture.{field} names unknown source(s) {unknown}; sources are {self.data.names}"
-                )
+                raise ValueError(f"mixture.{field} names unknown source(s) {unknown}; sources are {known}")
+        return self
+
+    @model_validator(mode="after")
+    def _pii_sources_known(self) -> ForgeConfig:
+        # A misspelt name would silently fall back to `prepare.pii.entities` for the real source.
+        unknown = sorted(set(self.prepare.pii.sources) - set(self.data.names))
+        if unknown:
+            raise ValueError(f"prepare.pii.sources names unknown source(s) {unknown}; sources are {self.data.names}")
+        return self
+
+    @model_validator(mode="after")
+    def _synthesize_reads_restricted_sources(self) -> ForgeConfig:
+        problems = synthesize_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @model_validator(mode="after")

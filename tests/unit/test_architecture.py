@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 # The stages in data-flow order: each may import the stages before it, `config` and the foundation
 # (errors, storage, offline, cluster, registry and the package itself: every module directly under
 # forge_ray/ but pipeline.py, and forge_ray/registry/).
-STAGES = ("corpora", "prepare", "mixture", "models", "train", "export", "eval", "report", "serve")
+STAGES = ("corpora", "prepare", "synthesize", "mixture", "models", "train", "export", "eval", "report", "serve")
 FOUNDATION_PACKAGES = ("registry",)
 TOP_MODULES = ("pipeline",)  # modules directly under forge_ray/ that are rooms of their own
 OUTSIDE = ("jobs", "serving")  # thin entry points at the repository root

@@ -125,3 +125,9 @@ def test_every_field_has_a_description():
 def test_demo_file_has_every_section():
     raw = __import__("yaml").safe_load(DEMO_CONFIG.read_text())
     assert set(raw) == set(ForgeConfig.model_fields)
+
+
+def test_pii_selection_for_an_unknown_source_is_refused():
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO_CONFIG, ["prepare.pii.sources={tikets: {entities: [EMAIL]}}"])
+    assert "tikets" in str(e.value) and "prepare.pii.sources" in str(e.value)

@@ -1,0 +1,101 @@
+"""The synthetic source on storage, and opening it as a dataset the mixture weighs like any other.
+
+    <root>/datasets/<dataset>/<version>/synthetic/<source>/manifest.json
+    <root>/datasets/<dataset>/<version>/synthetic/<source>/shards/<name>/train-<nnnnn>.parquet
+    <root>/datasets/<dataset>/<version>/synthetic/<source>/samples.jsonl   (kept records, for reports)
+
+    synth = open_synthetic(dataset, "tickets")          # a PreparedDataset with one source, <name>
+    plan = build_plan([dataset, synth], cfg.mixture, ...)
+
+Shards are the prepared dataset's own format, packed by prepare's `pack_and_write` with its tokenizer, so
+`open_synthetic` returns a `PreparedDataset` (same dataset and version, its shard paths under
+`synthetic/`) and `build_plan` mixes it unchanged. The synthetic source has no eval split: held-out
+perplexity is measured on real data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+
+from forge_ray.prepare.dataset import MANIFEST, PreparedDataset, version_dir
+from forge_ray.synthesize.records import SynthesizeError
+
+SYNTHETIC_DIR = "synthetic"
+SAMPLES_FILE = "samples.jsonl"
+
+
+def synthetic_rel(dataset: PreparedDataset, source: str) -> str:
+    return f"{version_dir(dataset.dataset, dataset.version)}/{SYNTHETIC_DIR}/{source}"
+
+
+def _tokenize(batch: dict, tokenizer_json: str) -> dict:
+    """Ray Data stage: token ids with the dataset's tokenizer, as prepare encodes (no special tokens)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_json)
+    texts = [str(t) for t in batch["text"]]
+    ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)] if texts else []
+    return {"source": batch["source"], "split": batch["split"], "key": batch["key"], "pii": batch["pii"],
+            "input_ids": ids}
+
+
+def write_synthetic(dataset: PreparedDataset, source: str, name: str, texts: list[str], manifest: dict,
+                    shard_sequences: int) -> dict:
+    """Tokenize and pack `texts` (prepare's own packer, on Ray Data) and write the manifest, atomically."""
+    import pyarrow as pa
+    import ray.data
+
+    from forge_ray.prepare.pack import pack_and_write
+
+    storage = dataset.storage
+    tok = dataset.tokenizer_info
+    with open(os.path.join(dataset.tokenizer_path, "tokenizer.json")) as f:
+        tokenizer_json = f.read()
+    rows = pa.table({"source": [name] * len(texts), "split": ["train"] * len(texts),
+                     "key": list(range(len(texts))), "pii": ["{}"] * len(texts), "text": texts})
+    with storage.atomic_dir(synthetic_rel(dataset, source)) as tmp:
+        tokenized = ray.data.from_arrow(rows).map_batches(
+            _tokenize, batch_format="numpy", batch_size=256, fn_kwargs={"tokenizer_json": tokenizer_json}
+        ).materialize()
+        splits, _ = pack_and_write(tokenized, storage.fs, tmp, [name], seq_len=dataset.seq_len,
+                                   shard_sequences=shard_sequences, eos_id=tok["eos_token_id"],
+                                   pad_id=tok["pad_token_id"], parts=1)
+        manifest = {**manifest, "name": name, "seq_len": dataset.seq_len,
+                    "tokenizer": {k: tok[k] for k in ("sha256", "eos_token_id", "pad_token_id") if k in tok},
+                    "splits": {sp: splits[(name, sp)] for sp in ("train", "eval")}}
+        with storage.fs.open(posixpath.join(tmp, SAMPLES_FILE), "wb") as f:
+            f.write("".join(json.dumps({"text": t}) + "\n" for t in texts).encode())
+        with storage.fs.open(posixpath.join(tmp, MANIFEST), "wb") as f:
+            f.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return manifest
+
+
+def read_manifest(dataset: PreparedDataset, source: str) -> dict | None:
+    rel = synthetic_rel(dataset, source)
+    return dataset.storage.read_json(f"{rel}/{MANIFEST}") if dataset.storage.is_complete(rel) else None
+
+
+def open_synthetic(dataset: PreparedDataset, source: str) -> PreparedDataset:
+    """The synthetic source of `source` as a PreparedDataset that `build_plan` mixes with `dataset`."""
+    manifest = read_manifest(dataset, source)
+    if manifest is None:
+        raise SynthesizeError(f"no complete synthetic source under {dataset.storage.url(synthetic_rel(dataset, source))}"
+                              " (run `forge synthesize`)")
+    prefix = f"{SYNTHETIC_DIR}/{source}/"
+    splits = {sp: {**e, "shards": [{**s, "path": prefix + s["path"]} for s in e["shards"]]}
+              for sp, e in manifest["splits"].items()}
+    name = manifest["name"]
+    view = {**dataset.manifest, "source_order": [name], "synthetic": {"source": source, "strategy": manifest["strategy"]},
+            "sources": {name: {"counts": manifest["counts"], "splits": splits}}}
+    return PreparedDataset(storage=dataset.storage, dataset=dataset.dataset, version=dataset.version, manifest=view)
+
+
+def read_samples(dataset: PreparedDataset, source: str, limit: int = 5) -> list[str]:
+    """The first kept synthetic records (for the run report: beside the redacted originals)."""
+    rel = f"{synthetic_rel(dataset, source)}/{SAMPLES_FILE}"
+    if not dataset.storage.exists(rel):
+        return []
+    lines = dataset.storage.read_bytes(rel).decode().splitlines()
+    return [json.loads(x)["text"] for x in lines[:limit]]
