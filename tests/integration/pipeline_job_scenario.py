@@ -44,6 +44,7 @@ def main(out_path: str) -> None:
              "--", "python", "-m", "jobs.pipeline", *args],
             cwd=REPO, env=head.env, capture_output=True, text=True, timeout=1200)
         seen["ray_job_submit"] = {"rc": job.returncode, "tail": job.stdout[-4000:] + job.stderr[-2000:],
+                                  "forge_lines": forge_lines(job.stdout),
                                   "seconds": round(time.monotonic() - t0, 1)}
         key = (root / "secrets" / "api_keys").read_text().split()[0]
         base = f"http://127.0.0.1:{port}/v1"
@@ -57,9 +58,16 @@ def main(out_path: str) -> None:
              "--", "--scale", "0.05", "--rounds", "1", "--keep-serving"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
         seen["forge_submit"] = {"rc": forge.returncode, "tail": forge.stdout[-4000:] + forge.stderr[-2000:],
+                                "forge_lines": forge_lines(forge.stdout),
                                 "seconds": round(time.monotonic() - t0, 1)}
         seen["completion_2"] = complete(base, key, "demo-moe", "Hello Kestrel support,", max_tokens=8)
     Path(out_path).write_text(json.dumps(seen, indent=2))
+
+
+def forge_lines(stdout: str) -> list[str]:
+    """forge's own stage lines ("[round 1] ...", "[done] ..."): the engines' logs around them can
+    push them out of any fixed-size tail."""
+    return [line for line in stdout.splitlines() if line.startswith("[")]
 
 
 if __name__ == "__main__":
