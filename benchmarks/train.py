@@ -17,7 +17,14 @@ dense, recovery from a killed worker, and dry-run figures of a ~1B dense and a s
 3. (full run only) recovery: tests/integration/train_elastic_job.py kills a worker process of a
    2-worker run on a multi-node local cluster; seconds from the kill to the next completed step
    (goal <= 60) and steps lost (goal <= the checkpoint interval), then the 2 -> 1 -> 2 resize.
-4. dry-run figures (parameters, FLOPs per token, memory per worker): no GPU here, so no MFU.
+4. dry-run figures (parameters, FLOPs per token, memory per worker, with and without activation
+   checkpointing): no GPU here, so no MFU.
+5. long sequences (benchmarks/long_seq_probe.py, one process per measurement, alternated rounds):
+   tokens/s of a training step at sequence 1024 and 2048 with packed documents (64-512 tokens)
+   through per-document SDPA spans against the dense [B, 1, T, T] mask path, same model and batch
+   (`ratio_sdpa_vs_dense_mask_tokens_per_s`, at 2048, goal >= 1.0); peak activation memory of a
+   step with activation checkpointing against none (`ratio_peak_memory_act_ckpt_vs_none`, goal <= 0.6).
+   `--long-seq-only` runs just this part and merges it into the existing results file.
 
 Writes benchmarks/results/train.json (train.quick.json with --quick); the last line is the ratios.
 """
@@ -189,9 +196,61 @@ def dry_runs() -> dict:
 
     gpu = TrainConfig(min_workers=8, max_workers=8, micro_batch_size=4, global_batch_size=64, use_gpu=True)
     out = {}
-    for name, seq in (("dense-1b", 2048), ("moe-small", 2048), ("llama-7b", 4096), ("mixtral-8x7b", 4096)):
+    for name, seq in (("dense-1b", 2048), ("moe-small", 2048), ("llama-7b", 4096), ("mixtral-8x7b", 4096)):  # both ways
         out[name] = dry_run(preset(name), gpu, seq)
     return out
+
+
+def _probe(mode: str, seq: int, micro: int, steps: int) -> dict:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "long_seq_probe.py"), mode, str(seq), str(micro),
+                           str(steps)], capture_output=True, text=True, timeout=1200, cwd=REPO)
+    if proc.returncode:
+        raise RuntimeError(f"long_seq_probe {mode} {seq}: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def long_sequences(quick: bool) -> dict:
+    """Per-document SDPA spans vs the dense-mask path (tokens/s), activation checkpointing vs none (memory)."""
+    rounds, steps, micro = (1, 2, 2) if quick else (2, 4, 2)
+    out: dict = {"micro_batch": micro, "rounds": rounds, "steps": steps}
+    for seq in (1024, 2048):
+        runs: dict[str, list[dict]] = {"dense_mask": [], "spans": []}
+        for _ in range(rounds):
+            for mode in runs:
+                runs[mode].append(_probe(mode, seq, micro, steps))
+        best = {m: max(r, key=lambda x: x["tokens_per_s"]) for m, r in runs.items()}
+        out[f"seq_{seq}"] = {**best, "ratio_tokens_per_s": best["spans"]["tokens_per_s"]
+                             / best["dense_mask"]["tokens_per_s"],
+                             "same_loss": abs(best["spans"]["loss"] - best["dense_mask"]["loss"]) < 1e-4}
+    ckpt = _probe("spans+ckpt", 2048, micro, 1)
+    none = out["seq_2048"]["spans"]
+    out["activation_checkpointing_2048"] = {"on": ckpt, "peak_activation_mib_none": none["peak_activation_mib"],
+                                             "same_loss": abs(ckpt["loss"] - none["loss"]) < 1e-4}
+    out["ratio_sdpa_vs_dense_mask_tokens_per_s"] = out["seq_2048"]["ratio_tokens_per_s"]
+    out["ratio_peak_memory_act_ckpt_vs_none"] = ckpt["peak_activation_mib"] / none["peak_activation_mib"]
+    return out
+
+
+def _long_seq_tail(ls: dict) -> str:
+    return (f"ratio sdpa spans/dense mask tokens/s {ls['ratio_sdpa_vs_dense_mask_tokens_per_s']:.3f} at 2048 "
+            f"({ls['seq_1024']['ratio_tokens_per_s']:.3f} at 1024; goal >= 1.0), peak activation memory "
+            f"act ckpt/none {ls['ratio_peak_memory_act_ckpt_vs_none']:.3f} (goal <= 0.6)")
+
+
+def long_seq_only(quick: bool) -> None:
+    name = "train.quick.json" if quick else "train.json"
+    path = REPO / "benchmarks" / "results" / name
+    results = json.loads(path.read_text()) if path.exists() else {}
+    ls = long_sequences(quick)
+    results["long_sequences"] = ls
+    results["ratio_sdpa_vs_dense_mask_tokens_per_s"] = ls["ratio_sdpa_vs_dense_mask_tokens_per_s"]
+    results["ratio_peak_memory_act_ckpt_vs_none"] = ls["ratio_peak_memory_act_ckpt_vs_none"]
+    results["dry_run"] = dry_runs()
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    for n, d in results["dry_run"].items():
+        by = d["memory_gib_total_by_activation_checkpointing"]
+        print(f"dry run {n:13s} {by['off']:7.1f} GiB/worker, {by['on']:7.1f} with activation checkpointing")
+    print(_long_seq_tail(ls))
 
 
 def main() -> None:
@@ -203,7 +262,10 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps, no recovery scenario")
+    ap.add_argument("--long-seq-only", action="store_true", help="only the long-sequence part (5.), merged in")
     args = ap.parse_args()
+    if args.long_seq_only:
+        return long_seq_only(args.quick)
     steps = 8 if args.quick else 16
     root = tempfile.mkdtemp(prefix="forge-bench-train-")
     dataset = write_synthetic_dataset(Storage(root), "bench", {"docs": 200, "code": 200}, seq_len=SEQ)
@@ -234,6 +296,9 @@ def main() -> None:
         "ratio_moe_vs_dense_step_time": alternated["ratio"],
         "dry_run": dry_runs(),
     }
+    results["long_sequences"] = long_sequences(args.quick)
+    for key in ("ratio_sdpa_vs_dense_mask_tokens_per_s", "ratio_peak_memory_act_ckpt_vs_none"):
+        results[key] = results["long_sequences"][key]
     if not args.quick:
         results["recovery"] = recovery(tempfile.mkdtemp(prefix="forge-bench-elastic-"))
     name = "train.quick.json" if args.quick else "train.json"
@@ -251,7 +316,7 @@ def main() -> None:
     if "recovery" in results:
         rec = results["recovery"]["kill"]
         tail += f", recovery {rec['recovery_s']:.1f} s (goal <= 60), steps lost {rec['steps_lost']}"
-    print(tail)
+    print(tail + ", " + _long_seq_tail(results["long_sequences"]))
 
 
 if __name__ == "__main__":

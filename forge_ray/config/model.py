@@ -1,4 +1,4 @@
-"""`model`: the decoder to train: a Llama-layout dense model or a Mixtral-layout MoE model.
+"""`model`: the decoder to train: a dense model (Llama, Mistral, Qwen2 or Qwen3 layout) or a Mixtral-layout MoE.
 
 Sizes are in units of elements (hidden size, heads, ...); the dry run
 (`forge train -c FILE --dry-run`) turns them into parameters, FLOPs per token and memory.
@@ -68,6 +68,20 @@ class MoEConfig(Section):
         return self
 
 
+class RopeScaling(Section):
+    """Rotary-embedding frequency scaling of a long-context checkpoint (HF `rope_scaling`).
+
+    'llama3': Llama 3.1+ (low frequencies divided by `factor`, high ones kept, a smooth ramp between);
+    'linear': every frequency divided by `factor`. Other HF types are refused on import, never ignored."""
+
+    type: Literal["llama3", "linear"] = Field(description="Scaling rule, as HF's `rope_type`.")
+    factor: float = Field(gt=0, description="Context extension factor (ratio).")
+    low_freq_factor: float = Field(1.0, gt=0, description="llama3: wavelengths past original/low_freq_factor are scaled (ratio).")
+    high_freq_factor: float = Field(4.0, gt=0, description="llama3: wavelengths under original/high_freq_factor are kept (ratio).")
+    original_max_position_embeddings: int = Field(
+        8192, ge=1, description="llama3: context length the model was pre-trained at (tokens).")
+
+
 class ModelConfig(Section):
     """Architecture of the decoder-only transformer (RMSNorm, RoPE, grouped-query attention, SwiGLU)."""
 
@@ -79,11 +93,22 @@ class ModelConfig(Section):
     family: Literal["dense", "moe"] = Field(
         "dense", description="'dense' (exported as LlamaForCausalLM) or 'moe' (MixtralForCausalLM)."
     )
+    architecture: Literal["llama", "mistral", "qwen2", "qwen3", "mixtral"] | None = Field(
+        None,
+        description="Hugging Face layout written on export (LlamaForCausalLM, MistralForCausalLM, "
+        "Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM); unset: 'llama' for a dense model, "
+        "'mixtral' for an MoE one. Set from init_from's config.json (docs/open_weights.md).",
+    )
     init_from: str | None = Field(
         None,
-        description="A Hugging Face checkpoint folder (Llama or Mixtral layout, local path) to start "
-        "from: continued pre-training from open weights. Its config.json then sets the architecture "
-        "(the size fields here are ignored) and the dataset must use its tokenizer.",
+        description="A Hugging Face checkpoint folder (Llama, Mistral, Qwen2, Qwen3 or Mixtral, local "
+        "path) to start from: continued pre-training from open weights. Its config.json then sets the "
+        "architecture (the size fields here are ignored), and the tokenizer defaults to the same folder.",
+    )
+    upcycle_from: str | None = Field(
+        None,
+        description="A dense Hugging Face checkpoint folder to upcycle into this MoE model (family 'moe'): "
+        "every expert a copy of the dense MLP, so step 0 computes what the dense model computes.",
     )
     vocab_size: int | None = Field(
         None,
@@ -105,6 +130,19 @@ class ModelConfig(Section):
     tie_embeddings: bool = Field(
         False, description="Share the input embedding and the output projection weights."
     )
+    head_dim_override: int | None = Field(
+        None, ge=2, description="Attention head size (elements) when it is not hidden_size / num_heads (Qwen3).")
+    attention_bias: bool = Field(False, description="Biases on the q, k and v projections (Qwen2).")
+    qk_norm: bool = Field(False, description="RMSNorm over each head's queries and keys before RoPE (Qwen3).")
+    sliding_window: int | None = Field(
+        None, ge=1, description="Attention sees only the last N tokens (tokens); unset: the whole causal context (Mistral).")
+    rope_scaling: RopeScaling | None = Field(None, description="RoPE frequency scaling (Llama 3.1+ long context).")
+    document_attention: Literal["spans", "dense_mask"] = Field(
+        "spans",
+        description="How packed documents are kept apart in attention: 'spans' runs causal SDPA per "
+        "document (no T x T mask, sum of squared document lengths of work); 'dense_mask' builds a "
+        "[B, 1, T, T] boolean mask (the reference path). A sliding window always uses the mask.",
+    )
     init_std: float = Field(0.02, gt=0, description="Std of the normal weight initialisation (dimensionless).")
     moe: MoEConfig = Field(default_factory=MoEConfig, description="MoE layers (family 'moe' only).")
 
@@ -118,13 +156,26 @@ class ModelConfig(Section):
             raise ValueError(
                 f"model.num_heads ({self.num_heads}) must be divisible by model.num_kv_heads ({self.num_kv_heads})"
             )
-        if (self.hidden_size // self.num_heads) % 2:
-            raise ValueError("model.hidden_size / model.num_heads (the head size) must be even for RoPE")
+        if self.head_dim % 2:
+            raise ValueError("the head size (model.hidden_size / model.num_heads, or model.head_dim_override) "
+                             "must be even for RoPE")
+        if self.architecture is not None and (self.architecture == "mixtral") != (self.family == "moe"):
+            raise ValueError(f"model.architecture {self.architecture!r} does not fit model.family {self.family!r} "
+                             "('mixtral' is the MoE layout; the others are dense)")
+        if self.upcycle_from and self.family != "moe":
+            raise ValueError("model.upcycle_from needs model.family 'moe' (a dense model is upcycled into an MoE)")
+        if self.upcycle_from and self.init_from:
+            raise ValueError("set model.init_from or model.upcycle_from, not both")
         return self
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.head_dim_override or self.hidden_size // self.num_heads
+
+    @property
+    def hf_architecture(self) -> str:
+        """The layout export writes: `architecture`, or the family's default."""
+        return self.architecture or ("mixtral" if self.family == "moe" else "llama")
 
     def is_moe_layer(self, layer: int) -> bool:
         """Layer `layer` (0-based) holds an MoE block: layers N-1, 2N-1, ... (every layer for N=1)."""

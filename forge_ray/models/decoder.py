@@ -18,9 +18,19 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from forge_ray.config.model import ModelConfig
-from forge_ray.models.layers import Attention, ExpertSwiGLU, RMSNorm, Rotary, SwiGLU, document_mask
+from forge_ray.models.layers import (
+    Attention,
+    Documents,
+    ExpertSwiGLU,
+    RMSNorm,
+    Rotary,
+    SwiGLU,
+    causal_mask,
+    document_mask,
+)
 
 
 @dataclass
@@ -53,7 +63,8 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int, ep_size: int):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
-        self.self_attn = Attention(cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads)
+        self.self_attn = Attention(cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                                   bias=cfg.attention_bias, qk_norm=cfg.qk_norm, norm_eps=cfg.norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.is_moe = cfg.is_moe_layer(layer)
         self.mlp = MoEMLP(cfg, ep_size) if self.is_moe else SwiGLU(cfg.hidden_size, cfg.ffn_hidden_size)
@@ -80,7 +91,8 @@ class Decoder(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        self.activation_checkpointing = False  # set by the trainer (`train.activation_checkpointing`)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -89,7 +101,9 @@ class Decoder(nn.Module):
         std = self.cfg.init_std
         out_std = std / math.sqrt(2 * self.cfg.num_layers)
         for name, p in self.named_parameters():
-            if p.dim() == 1:
+            if name.endswith(".bias"):
+                p.zero_()
+            elif p.dim() == 1:
                 p.fill_(1.0)  # RMSNorm weights
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 p.normal_(0.0, out_std)
@@ -100,20 +114,28 @@ class Decoder(nn.Module):
         self, input_ids_BT: torch.Tensor, position_ids_BT: torch.Tensor | None = None
     ) -> DecoderOutput:
         """Packed sequences pass `position_ids` (restarting at 0 per document): attention then
-        stays within each document. Without them: one causal sequence per row."""
+        stays within each document (per-document spans, or a [B, 1, T, T] mask with a sliding window
+        or `model.document_attention: dense_mask`). Without them: one causal sequence per row."""
         B, T = input_ids_BT.shape
         x = self.embed_tokens(input_ids_BT)
+        window = self.cfg.sliding_window if self.cfg.sliding_window and self.cfg.sliding_window < T else None
         if position_ids_BT is None:
             positions = torch.arange(T, device=input_ids_BT.device).expand(B, T)
-            mask = None
+            mask = causal_mask(T, input_ids_BT.device, window) if window else None
+        elif self.cfg.document_attention == "spans" and window is None:
+            positions, mask = position_ids_BT, Documents.from_positions(position_ids_BT)
         else:
             positions = position_ids_BT
-            mask = document_mask(position_ids_BT)
+            mask = document_mask(position_ids_BT, window)
         cos, sin = self.rotary(positions, x.dtype)
         aux = x.new_zeros((), dtype=torch.float32)
         counts = []
         for block in self.layers:
-            x, l_aux, c = block(x, cos, sin, mask)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                # keep only the block's input; recompute its insides in the backward pass
+                x, l_aux, c = checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+            else:
+                x, l_aux, c = block(x, cos, sin, mask)
             if l_aux is not None:
                 aux = aux + l_aux
                 counts.append(c)

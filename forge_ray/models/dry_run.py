@@ -7,7 +7,9 @@ a test checks them against a built tiny model, parameter for parameter.
 FLOPs per trained token = 6 x (matmul parameters a token passes through) + 12 x L x D x T
 (attention scores and values), the usual estimate (Kaplan et al. / PaLM appendix B).
 Activation memory: ~ L x B x T x D x (34 + 5 H T / D) bytes at 16 bits without recomputation
-(Korthikanti et al. 2022); doubled for fp32.
+(Korthikanti et al. 2022); doubled for fp32. With activation checkpointing (every block recomputed
+in the backward pass) only each block's input stays, 2 x L x B x T x D bytes, plus one block's
+full activations while it is recomputed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def _per_layer(cfg: ModelConfig) -> tuple[int, int, int]:
     """(attention + norms, dense MLP, one MoE layer's experts + router) parameters."""
     D, E = cfg.hidden_size, cfg.head_dim
     attn = D * cfg.num_heads * E * 2 + D * cfg.num_kv_heads * E * 2 + 2 * D
+    attn += (cfg.num_heads + 2 * cfg.num_kv_heads) * E if cfg.attention_bias else 0
+    attn += 2 * E if cfg.qk_norm else 0
     mlp = 3 * D * cfg.ffn_hidden_size
     moe = cfg.moe.num_experts * mlp + D * cfg.moe.num_experts
     return attn, mlp, moe
@@ -64,6 +68,7 @@ def memory_per_worker(
     world_size: int,
     zero_stage: int,
     bf16: bool,
+    activation_checkpointing: bool = False,
 ) -> dict[str, float]:
     """Estimated training memory of one worker in GiB: weights, gradients, optimizer, activations.
 
@@ -89,7 +94,11 @@ def memory_per_worker(
     opt_per_param = (12 if bf16 else 8)  # (fp32 master +) exp_avg + exp_avg_sq
     optimizer = (part(dense, dp_dense, zero_stage >= 1) + part(local_expert, dp_expert, zero_stage >= 1)) * opt_per_param
     H = cfg.num_heads
-    act = cfg.num_layers * micro_batch_size * seq_len * cfg.hidden_size * (34 + 5 * H * seq_len / cfg.hidden_size)
+    per_layer = micro_batch_size * seq_len * cfg.hidden_size * (34 + 5 * H * seq_len / cfg.hidden_size)
+    if activation_checkpointing:
+        act = cfg.num_layers * micro_batch_size * seq_len * cfg.hidden_size * 2 + per_layer
+    else:
+        act = cfg.num_layers * per_layer
     act *= 1 if bf16 else 2
     logits = micro_batch_size * seq_len * cfg.vocab_size * 4 * 2  # fp32 logits and their gradient
     out = {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": act + logits}
@@ -103,10 +112,12 @@ def dry_run(cfg: ModelConfig, train, seq_len: int, world_size: int | None = None
     w = world_size or train.max_workers
     size = model_size(cfg, seq_len)
     bf16 = train.precision == "bf16" or (train.precision == "auto" and train.use_gpu)
-    mem = memory_per_worker(
-        cfg, seq_len=seq_len, micro_batch_size=train.micro_batch_size, world_size=w,
-        zero_stage=train.zero_stage, bf16=bf16,
-    )
+    def mem_at(ckpt: bool) -> dict[str, float]:
+        return memory_per_worker(cfg, seq_len=seq_len, micro_batch_size=train.micro_batch_size, world_size=w,
+                                 zero_stage=train.zero_stage, bf16=bf16, activation_checkpointing=ckpt)
+
+    ckpt = bool(getattr(train, "activation_checkpointing", False))
+    mem = mem_at(ckpt)
     return {
         "family": cfg.family,
         "params_total": size.params_total,
@@ -117,7 +128,11 @@ def dry_run(cfg: ModelConfig, train, seq_len: int, world_size: int | None = None
         "world_size": w,
         "zero_stage": train.zero_stage,
         "precision": "bf16" if bf16 else "fp32",
+        "activation_checkpointing": ckpt,
         "memory_gib_per_worker": {k: round(v, 3) for k, v in mem.items()},
+        # both ways, whichever the run uses: what the switch `train.activation_checkpointing` buys
+        "memory_gib_total_by_activation_checkpointing": {
+            "off": round(mem_at(False)["total"], 3), "on": round(mem_at(True)["total"], 3)},
     }
 
 
@@ -130,4 +145,6 @@ def format_dry_run(d: dict) -> str:
         f"memory per worker ({d['world_size']} workers, ZeRO {d['zero_stage']}, {d['precision']}): "
         f"{m['total']:,.2f} GiB = weights {m['weights']:,.2f} + gradients {m['gradients']:,.2f} + "
         f"optimizer {m['optimizer']:,.2f} + activations {m['activations']:,.2f}"
+        + (f"\nwith / without activation checkpointing: {by['on']:,.2f} / {by['off']:,.2f} GiB per worker"
+           if (by := d.get("memory_gib_total_by_activation_checkpointing")) else "")
     )

@@ -1,4 +1,7 @@
-"""Hugging Face weight layout, both ways: Llama (dense) and Mixtral (MoE) folders.
+"""Hugging Face weight layout, both ways: Llama, Mistral, Qwen2, Qwen3 (dense) and Mixtral (MoE) folders.
+
+The dense families share Llama's tensor names (Qwen2 adds q/k/v biases, Qwen3 q/k norms); which
+family a folder is, and its config.json, is `models/families.py`.
 
 forge's parameter names (`forge_ray.models.names`) map to HF's through one table, `NAMES`, used
 both ways (`{}`: a layer, then an expert). Around it, three rules of the layouts:
@@ -13,7 +16,6 @@ both ways (`{}`: a layer, then an expert). Around it, three rules of the layouts
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -21,6 +23,10 @@ from pathlib import Path
 import torch
 
 from forge_ray.config.model import ModelConfig
+from forge_ray.models.families import SUPPORTED, hf_config, model_config_from_hf
+
+__all__ = ["NAMES", "SUPPORTED", "from_hf_state", "hf_config", "load_hf_folder", "model_config_from_hf",
+           "read_hf_state", "save_hf_folder", "to_hf_name", "to_hf_state"]
 
 # forge name -> HF name (the on-disk Llama / Mixtral layout, which transformers 5 and vLLM read).
 NAMES = {
@@ -33,6 +39,11 @@ NAMES = {
     "layers.{}.self_attn.k_proj.weight": "model.layers.{}.self_attn.k_proj.weight",
     "layers.{}.self_attn.v_proj.weight": "model.layers.{}.self_attn.v_proj.weight",
     "layers.{}.self_attn.o_proj.weight": "model.layers.{}.self_attn.o_proj.weight",
+    "layers.{}.self_attn.q_proj.bias": "model.layers.{}.self_attn.q_proj.bias",
+    "layers.{}.self_attn.k_proj.bias": "model.layers.{}.self_attn.k_proj.bias",
+    "layers.{}.self_attn.v_proj.bias": "model.layers.{}.self_attn.v_proj.bias",
+    "layers.{}.self_attn.q_norm.weight": "model.layers.{}.self_attn.q_norm.weight",
+    "layers.{}.self_attn.k_norm.weight": "model.layers.{}.self_attn.k_norm.weight",
     "layers.{}.mlp.gate_proj.weight": "model.layers.{}.mlp.gate_proj.weight",
     "layers.{}.mlp.up_proj.weight": "model.layers.{}.mlp.up_proj.weight",
     "layers.{}.mlp.down_proj.weight": "model.layers.{}.mlp.down_proj.weight",
@@ -45,7 +56,6 @@ _FROM_HF = {hf: forge for forge, hf in NAMES.items()}
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.)")  # a layer or expert number: a whole dotted component
 _DENSE_MLP = re.compile(r"^layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight$")
 _FUSED = re.compile(r"^(model\.layers\.\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
-ARCHITECTURES = {"dense": "LlamaForCausalLM", "moe": "MixtralForCausalLM"}
 
 
 def _rename(name: str, table: dict[str, str]) -> str | None:
@@ -111,73 +121,6 @@ def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, to
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def hf_config(cfg: ModelConfig, *, bos: int | None, eos: int, pad: int | None, dtype: torch.dtype):
-    """A transformers `LlamaConfig` / `MixtralConfig` describing `cfg`."""
-    from transformers import LlamaConfig, MixtralConfig
-
-    common = dict(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.ffn_hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        max_position_embeddings=cfg.max_seq_len,
-        rms_norm_eps=cfg.norm_eps,
-        rope_theta=cfg.rope_theta,
-        tie_word_embeddings=cfg.tie_embeddings,
-        bos_token_id=bos,
-        eos_token_id=eos,
-        pad_token_id=pad,
-        initializer_range=cfg.init_std,
-        dtype=dtype,
-    )
-    if cfg.family == "dense":
-        c = LlamaConfig(**common, attention_bias=False, mlp_bias=False)
-    else:
-        c = MixtralConfig(
-            **common,
-            num_local_experts=cfg.moe.num_experts,
-            num_experts_per_tok=cfg.moe.top_k,
-            router_aux_loss_coef=cfg.moe.aux_loss_coef,
-            sliding_window=None,
-        )
-    c.architectures = [ARCHITECTURES[cfg.family]]
-    return c
-
-
-def model_config_from_hf(folder: str | Path, base: ModelConfig) -> ModelConfig:
-    """`base` with the architecture of the HF checkpoint in `folder` (name and MoE extras kept)."""
-    raw = json.loads((Path(folder) / "config.json").read_text())
-    arch = (raw.get("architectures") or [""])[0]
-    if arch not in ARCHITECTURES.values():
-        raise ValueError(f"{folder}: architecture {arch!r} is not one of {sorted(ARCHITECTURES.values())}")
-    theta = raw.get("rope_theta") or (raw.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-    fields = dict(
-        family="moe" if arch == "MixtralForCausalLM" else "dense",
-        vocab_size=raw["vocab_size"],
-        hidden_size=raw["hidden_size"],
-        num_layers=raw["num_hidden_layers"],
-        num_heads=raw["num_attention_heads"],
-        num_kv_heads=raw.get("num_key_value_heads") or raw["num_attention_heads"],
-        ffn_hidden_size=raw["intermediate_size"],
-        max_seq_len=raw.get("max_position_embeddings", base.max_seq_len),
-        rope_theta=float(theta),
-        norm_eps=raw.get("rms_norm_eps", base.norm_eps),
-        tie_embeddings=bool(raw.get("tie_word_embeddings", False)),
-    )
-    head_dim = raw.get("head_dim")
-    if head_dim and head_dim != raw["hidden_size"] // raw["num_attention_heads"]:
-        raise ValueError(f"{folder}: head_dim {head_dim} != hidden_size / num_attention_heads is not supported")
-    data = base.model_dump()
-    data.update(fields)
-    if fields["family"] == "moe":
-        data["moe"] = {**data["moe"], "num_experts": raw["num_local_experts"],
-                       "top_k": raw["num_experts_per_tok"], "every_n_layers": 1}
-    return ModelConfig.model_validate(data)
-
-
 def read_hf_state(folder: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -191,7 +134,7 @@ def read_hf_state(folder: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_hf_folder(folder: str | Path, base: ModelConfig) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """(model config, native state dict) of an HF Llama / Mixtral checkpoint folder."""
+    """(model config, native state dict) of an HF checkpoint folder of a supported family."""
     cfg = model_config_from_hf(folder, base)
     return cfg, from_hf_state(read_hf_state(folder), cfg)
 

@@ -69,35 +69,114 @@ def save_fast_tokenizer(tok, cfg, specials: list[str], out_dir: str) -> None:
         json.dump({**named, "additional_special_tokens": extra}, f, indent=2, sort_keys=True)
 
 
+# The files of a tokenizer folder, copied byte for byte on reuse (the chat template lives in
+# tokenizer_config.json's `chat_template`, or beside it in chat_template.jinja / .json).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt")
+
+
 def reuse_tokenizer(cfg, out_dir: str) -> dict:
-    """Copy an existing tokenizer folder (continued pre-training from open weights)."""
-    from transformers import AutoTokenizer
+    """Copy an existing tokenizer folder as it is (continued pre-training from open weights).
+
+    Nothing is added: the vocabulary, the special tokens and their ids, BOS/EOS and the chat
+    template stay the model's. Padding needs no new token: it is masked, and its id is one of the
+    tokenizer's own tokens that the data never holds (`padding_token`)."""
+    import shutil
 
     from forge_ray.errors import ConfigError
 
-    if not os.path.isdir(cfg.path):
+    if cfg.path and "://" in cfg.path:  # on an object store: this node's verified copy (registry.cache)
+        from forge_ray.registry import local_folder
+
+        cfg = cfg.model_copy(update={"path": local_folder(cfg.path)})
+    if not cfg.path or not os.path.isdir(cfg.path):
         raise ConfigError("prepare.tokenizer.path", [f"not a tokenizer folder: {cfg.path}"])
-    tok = AutoTokenizer.from_pretrained(cfg.path)
-    if not getattr(tok, "is_fast", False) or tok.eos_token_id is None:
-        raise ConfigError("prepare.tokenizer.path", [f"{cfg.path}: needs a fast tokenizer with an EOS token"])
-    if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
-        tok.add_special_tokens({"pad_token": cfg.pad_token})
-    tok.save_pretrained(out_dir)
-    return tokenizer_info(out_dir)
+    if not os.path.isfile(os.path.join(cfg.path, "tokenizer.json")):
+        raise ConfigError("prepare.tokenizer.path", [f"{cfg.path}: needs a fast tokenizer (tokenizer.json)"])
+    os.makedirs(out_dir, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if os.path.isfile(os.path.join(cfg.path, name)):
+            shutil.copyfile(os.path.join(cfg.path, name), os.path.join(out_dir, name))
+    try:
+        return tokenizer_info(out_dir, explicit_pad(cfg))
+    except ValueError as e:
+        raise ConfigError("prepare.tokenizer", [f"{cfg.path}: {e}"]) from None
 
 
-def tokenizer_info(folder: str) -> dict:
-    """The manifest's `tokenizer` entry: ids of the special tokens and a hash of the files."""
+def explicit_pad(cfg) -> str | None:
+    """`prepare.tokenizer.pad_token` when the forge file set it (a default is not a request)."""
+    return cfg.pad_token if "pad_token" in cfg.model_fields_set else None
+
+
+def _config(folder: str) -> dict:
+    path = os.path.join(folder, "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _named(config: dict, name: str) -> str | None:
+    value = config.get(name)
+    if isinstance(value, dict):  # transformers may save AddedToken dicts
+        value = value.get("content")
+    return value or None
+
+
+def chat_template(folder: str) -> str | None:
+    """The tokenizer folder's chat template as it ships (tokenizer_config.json's `chat_template`,
+    else chat_template.jinja / chat_template.json), or None."""
+    template = _config(folder).get("chat_template")
+    if template is None and os.path.isfile(os.path.join(folder, "chat_template.jinja")):
+        with open(os.path.join(folder, "chat_template.jinja")) as f:
+            template = f.read()
+    if template is None and os.path.isfile(os.path.join(folder, "chat_template.json")):
+        with open(os.path.join(folder, "chat_template.json")) as f:
+            template = json.load(f).get("chat_template")
+    if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+        template = "\n".join(t.get("template", "") for t in template)
+    return template
+
+
+def padding_token(tok, config: dict, template: str | None, requested: str | None = None) -> str:
+    """The token whose id pads the last sequence of a split (and which the loss masks).
+
+    In order: the one the forge file names; the tokenizer's own pad token unless it is EOS (EOS is
+    trained on); else the first of its special tokens that is neither EOS nor BOS nor used by the
+    chat template (text never holds it); else its unknown token. ValueError when none is left."""
+    eos, bos = _named(config, "eos_token"), _named(config, "bos_token")
+    if requested is not None:
+        if tok.token_to_id(requested) is None:
+            raise ValueError(f"pad_token {requested!r} is not in the tokenizer's vocabulary "
+                             "(no token is added: name one of its own tokens, or leave pad_token unset)")
+        if requested == eos:
+            raise ValueError(f"pad_token {requested!r} is the EOS token, which is trained on: padding is masked")
+        return requested
+    own = _named(config, "pad_token")
+    if own and own != eos and tok.token_to_id(own) is not None:
+        return own
+    for _, added in sorted(tok.get_added_tokens_decoder().items()):
+        if added.special and added.content not in (eos, bos) and added.content not in (template or ""):
+            return added.content
+    unk = _named(config, "unk_token")
+    if unk and unk != eos and tok.token_to_id(unk) is not None:
+        return unk
+    raise ValueError("the tokenizer has no token free for padding (its pad token is EOS or unset, and every "
+                     "special token is EOS, BOS or in the chat template): set prepare.tokenizer.pad_token to one "
+                     "of its tokens that the data never contains")
+
+
+def tokenizer_info(folder: str, pad_token: str | None = None) -> dict:
+    """The manifest's `tokenizer` entry: ids of the special tokens, where the chat template lives
+    and a hash of the files. `pad_token`: the forge file's explicit choice (see `padding_token`)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-    with open(os.path.join(folder, "tokenizer_config.json")) as f:
-        config = json.load(f)
+    config = _config(folder)
+    template = chat_template(folder)
 
     def token_id(name: str) -> int | None:
-        value = config.get(name)
-        if isinstance(value, dict):  # transformers may save AddedToken dicts
-            value = value.get("content")
+        value = _named(config, name)
         return tok.token_to_id(value) if value else None
 
     h = hashlib.sha256()
@@ -105,13 +184,17 @@ def tokenizer_info(folder: str) -> dict:
         h.update(name.encode() + b"\0")
         with open(os.path.join(folder, name), "rb") as f:
             h.update(f.read())
+    bos = token_id("bos_token")
+    probe = tok.encode("a", add_special_tokens=True).ids
     return {
         "path": "tokenizer",
         "sha256": h.hexdigest(),
         "vocab_size": tok.get_vocab_size(with_added_tokens=True),
         "eos_token_id": token_id("eos_token"),
-        "pad_token_id": token_id("pad_token"),
-        "bos_token_id": token_id("bos_token"),
+        "pad_token_id": tok.token_to_id(padding_token(tok, config, template, pad_token)),
+        "bos_token_id": bos,
+        "adds_bos": bool(bos is not None and probe[:1] == [bos]),  # the model's tokenizer prepends BOS
+        "chat_template": template is not None,  # carried as-is in the folder and every export
     }
 
 
@@ -146,7 +229,9 @@ def build_tokenizer(train_text, cfg, pii_cfg, fs, out_dir: str) -> tuple[dict, s
                 f.write(data)
             with open(os.path.join(local, name), "wb") as f:
                 f.write(data)
-        info = tokenizer_info(local)
+        info = tokenizer_info(local, explicit_pad(cfg) if cfg.mode == "reuse" else None)
+    if cfg.mode == "reuse":
+        info["source"] = cfg.path  # the folder reused: named when a model's embeddings do not fit it
     return info, files["tokenizer.json"].decode()
 
 
@@ -156,7 +241,7 @@ def _tokenizer_files(train_text, cfg, pii_cfg) -> dict[str, bytes]:
 
     with tempfile.TemporaryDirectory() as d:
         if cfg.mode == "reuse":
-            reuse_tokenizer(cfg, d)
+            reuse_tokenizer(cfg, d)  # raises here, in the task, on a folder it cannot use
         else:
             texts = (t for b in train_text.iter_batches(batch_format="pyarrow", batch_size=256)
                      for t in b["text"].to_pylist())

@@ -14,7 +14,7 @@ from forge_ray.registry.store import VERSION_PATTERN, Registry, RegistryError, V
 from forge_ray.storage import Storage
 
 REQUIRED_FILES = ("config.json",)
-ARCHITECTURES = ("LlamaForCausalLM", "MixtralForCausalLM")
+ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MixtralForCausalLM")
 
 
 def publish_version(

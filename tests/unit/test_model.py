@@ -83,6 +83,7 @@ def test_packed_documents_do_not_see_each_other():
 @pytest.mark.parametrize("kw", [
     {}, {"family": "moe"}, {"family": "moe", "num_layers": 4, "moe": {"num_experts": 4, "every_n_layers": 2}},
     {"tie_embeddings": True}, {"num_kv_heads": 4},
+    {"attention_bias": True}, {"qk_norm": True, "head_dim_override": 16},
 ])
 def test_dry_run_counts_match_the_built_model(kw):
     cfg = tiny(**kw)
