@@ -29,9 +29,19 @@ class SourceConfig(Section):
         "'{storage_root}' for corpora kept under the project's storage root.",
         min_length=1,
     )
-    format: Literal["jsonl", "parquet", "text"] = Field(
+    format: Literal["jsonl", "parquet", "text", "chat", "instruction"] = Field(
         description="Record format: 'jsonl' (one JSON object per line, also .gz / .zst), "
-        "'parquet', or 'text' (each file is one document)."
+        "'parquet', or 'text' (each file is one document); for instruction tuning (docs/sft.md) "
+        "'chat' (OpenAI `messages` per record) or 'instruction' (a prompt and a completion per record), "
+        "in .jsonl (.gz) or .parquet files."
+    )
+    messages_field: str = Field("messages", description="Field holding a chat record's messages (format 'chat').")
+    prompt_field: str = Field("prompt", description="Field holding the prompt (format 'instruction').")
+    completion_field: str = Field(
+        "completion", description="Field holding the answer to learn (format 'instruction')."
+    )
+    system_field: str | None = Field(
+        None, description="Field holding an optional system prompt (format 'instruction')."
     )
     text_field: str = Field(
         "text", description="Field holding the document text (jsonl / parquet)."
@@ -62,7 +72,12 @@ class SourceConfig(Section):
             raise ValueError(f"the only template allowed is a leading {URI_TEMPLATE!r}, got {uri!r}")
         return uri
 
-    @field_validator("text_field", "id_field")
+    @property
+    def is_conversational(self) -> bool:
+        """Chat or instruction records: prepared for instruction tuning (forge_ray/prepare/sft_dataset.py)."""
+        return self.format in ("chat", "instruction")
+
+    @field_validator("text_field", "id_field", "messages_field", "prompt_field", "completion_field", "system_field")
     @classmethod
     def _field_name(cls, value: str | None) -> str | None:
         if value is not None and not _FIELD_NAME.match(value):

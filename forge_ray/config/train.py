@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from forge_ray.config.base import Section
+from forge_ray.config.sft import LoraConfig
 
 
 class TrainConfig(Section):
@@ -60,6 +61,10 @@ class TrainConfig(Section):
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="'auto': bf16 on a GPU that supports it, else fp32 (CPUs)."
     )
+    activation_checkpointing: bool = Field(
+        False, description="Keep only each decoder block's input and recompute the block in the backward "
+        "pass: far less activation memory (the dry run shows both) for about one more forward of compute.",
+    )
     lr: float = Field(3e-3, gt=0, description="Peak learning rate, reached after warmup (per step).")
     min_lr_ratio: float = Field(
         0.1, ge=0, le=1, description="Final learning rate of the cosine decay, as a fraction of lr (ratio)."
@@ -95,6 +100,14 @@ class TrainConfig(Section):
         "a table of known GPUs, or for CPUs cores x clock x SIMD width.",
     )
     export: bool = Field(True, description="Export the final model as a registry candidate after the run.")
+    objective: Literal["pretrain", "sft"] = Field(
+        "pretrain",
+        description="'pretrain': next-token loss on every real token; 'sft': instruction tuning, the loss on "
+        "the assistant's tokens only (needs a dataset prepared from chat / instruction sources; docs/sft.md).",
+    )
+    lora: LoraConfig | None = Field(
+        None, description="Low-rank adapters with the base frozen (docs/sft.md); unset: full fine-tuning."
+    )
 
     @model_validator(mode="after")
     def _batches(self) -> TrainConfig:

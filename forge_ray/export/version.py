@@ -68,6 +68,19 @@ def write_hf_folder(weights: dict[str, torch.Tensor], model: ModelConfig, datase
     return out_dir
 
 
+def _merge_lora(weights: dict[str, torch.Tensor], config: ForgeConfig) -> tuple[dict, dict]:
+    """(weights with LoRA adapters merged in, the adapters if `train.lora.save_adapter`): vLLM and
+    transformers load the merged folder as a plain model (docs/sft.md)."""
+    from forge_ray.models.lora import adapter_only, is_lora_name, merge_lora_weights
+
+    if not any(is_lora_name(k) for k in weights):
+        return weights, {}
+    lora = config.train.lora
+    if lora is None:
+        raise ValueError("the checkpoint holds LoRA adapters but train.lora is unset: its scale is unknown")
+    return merge_lora_weights(weights, lora.scale), adapter_only(weights) if lora.save_adapter else {}
+
+
 def export_checkpoint(
     checkpoint_dir: str,
     config: ForgeConfig,
@@ -93,7 +106,12 @@ def export_checkpoint(
     weights, _, state = read_checkpoint(checkpoint_dir, optimizer=False)
     version = version or f"{run}-s{state['step']}"
     with tempfile.TemporaryDirectory(prefix="forge-export-") as tmp:
+        weights, adapter = _merge_lora(weights, config)
         hf_dir = write_hf_folder(weights, model, dataset, str(Path(tmp) / "hf"), checkpoint_dtype(state))
+        if adapter:  # train.lora.save_adapter: the adapter alone, beside the merged weights
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in adapter.items()}, str(Path(hf_dir) / "adapter.safetensors"))
         manifest = {
             "code_version": code_version(),
             "canaries": record_canaries(hf_dir, prompts or DEFAULT_PROMPTS, CANARY_TOKENS),
@@ -140,7 +158,7 @@ def export_from_run(config: ForgeConfig, run: str, *, checkpoint: str | None = N
     if not storage.exists("runs", run, "run.json"):
         raise StorageError(f"no run {run!r} under {storage.url('runs')} (no run.json)")
     info = storage.read_json(f"runs/{run}/run.json")
-    ckpt = checkpoint or str(latest_checkpoint(storage.path("runs", run)))
+    ckpt = checkpoint or latest_checkpoint(storage.location("runs", run))
     dataset = open_dataset(storage, info["dataset"], info["dataset_version"])
     state = read_state(ckpt)
     return export_checkpoint(ckpt, config, dataset, storage, model=ModelConfig.model_validate(info["model"]),

@@ -23,7 +23,6 @@ import hashlib
 import io
 import os
 import posixpath
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +43,16 @@ SHARD_SCHEMA = pa.schema(
     [
         pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
         pa.field("position_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("row", pa.int64(), nullable=False),
+    ]
+)
+# Instruction-tuning shards (docs/sft.md): the same plus `loss_mask`, 1 on the assistant's tokens
+# (the manifest says `"loss_mask": true`).
+SFT_SHARD_SCHEMA = pa.schema(
+    [
+        pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("position_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("loss_mask", pa.list_(pa.int8()), nullable=False),
         pa.field("row", pa.int64(), nullable=False),
     ]
 )
@@ -194,7 +203,12 @@ class PreparedDataset:
     def read_shard(self, uri: str) -> pa.Table:
         """One shard (a URI from `shard_paths`) as a pyarrow Table."""
         with self.storage.fs.open(self.storage.fs._strip_protocol(uri), "rb") as f:
-            return pq.read_table(f, schema=SHARD_SCHEMA)
+            return pq.read_table(f, schema=SFT_SHARD_SCHEMA if self.has_loss_mask else SHARD_SCHEMA)
+
+    @property
+    def has_loss_mask(self) -> bool:
+        """Whether the shards carry a `loss_mask` column (instruction tuning, docs/sft.md)."""
+        return bool(self.manifest.get("loss_mask"))
 
     def read_split(self, source: str, split: str) -> pa.Table:
         """Every sequence of (source, split), rows 0..n-1 in order (small datasets, tests)."""
@@ -211,12 +225,11 @@ class PreparedDataset:
         rel = posixpath.join(version_dir(self.dataset, self.version), self.manifest["tokenizer"]["path"])
         if "file" in self.storage.fs.protocol or "local" in self.storage.fs.protocol:
             return self.storage.path(rel)
-        cache = os.path.join(tempfile.gettempdir(), "forge_tokenizers", self.manifest["tokenizer"]["sha256"][:16])
-        if not os.path.isfile(os.path.join(cache, "tokenizer.json")):
-            os.makedirs(cache + ".part", exist_ok=True)
-            self.storage.fs.get(self.storage.path(rel) + "/", cache + ".part/", recursive=True)
-            os.replace(cache + ".part", cache)
-        return cache
+        from forge_ray.registry.cache import cache_folder, default_cache_root
+
+        # The node-local cache (FORGE_CACHE_DIR): copied to a temporary folder, sizes checked, renamed.
+        dest = os.path.join(default_cache_root(), "tokenizers", self.manifest["tokenizer"]["sha256"][:16])
+        return cache_folder(self.storage.fs, self.storage.path(rel), dest)
 
     def load_tokenizer(self):
         """The dataset's tokenizer as a `transformers` fast tokenizer."""

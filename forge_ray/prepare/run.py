@@ -20,13 +20,13 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import posixpath
 import time
 from pathlib import Path
 
 from forge_ray.config import ForgeConfig, config_hash
 from forge_ray.config.redact import redacted_dump
+from forge_ray.console import Progress
 from forge_ray.errors import ConfigError
 from forge_ray.prepare import stages
 from forge_ray.prepare.dataset import (
@@ -45,7 +45,7 @@ from forge_ray.prepare.pack import pack_and_write
 from forge_ray.prepare.read import plan_source, unit_dict
 from forge_ray.prepare.tokenizer import build_tokenizer
 from forge_ray.prepare.validate import Validator
-from forge_ray.storage import Storage
+from forge_ray.storage import Storage, url_to_fs
 
 log = logging.getLogger(__name__)
 _WHOLE = 1 << 62  # no cut: the raw record is hashed whole
@@ -80,13 +80,25 @@ def plan(config: ForgeConfig) -> tuple[list, dict[str, list[dict]], str]:
     return units, inputs, version
 
 
+def _is_tokenizer_folder(path: str | None) -> bool:
+    """A folder with tokenizer.json: a local path or a URI (an object store, reached with the store's settings)."""
+    if not path:
+        return False
+    fs, root = url_to_fs(path)
+    return fs.isfile(posixpath.join(root, "tokenizer.json"))
+
+
 def prepare_dataset(config: ForgeConfig, storage: Storage | None = None, address: str | None = None,
                     ) -> PreparedDataset:
     """Prepare the forge file's corpora; return the (new or already complete) dataset version."""
+    if any(s.is_conversational for s in config.data.sources):  # instruction tuning: docs/sft.md
+        from forge_ray.prepare.sft_dataset import prepare_sft_dataset
+
+        return prepare_sft_dataset(config, storage)
     storage = storage or Storage(config.project.storage_root)
     cfg = config.prepare
     tok = cfg.tokenizer
-    if tok.mode == "reuse" and not os.path.isfile(os.path.join(tok.path, "tokenizer.json")):
+    if tok.mode == "reuse" and not _is_tokenizer_folder(tok.path):
         raise ConfigError("prepare.tokenizer.path", [f"not a tokenizer folder (no tokenizer.json): {tok.path}"])
     key = load_key(cfg.privacy, config.project.storage_root)  # before any work: a bad key fails fast
     units, inputs, version = plan(config)
@@ -218,14 +230,21 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str, key: byte
 
 
 class _Clock:
-    """Logs one line per phase with its wall time."""
+    """Times each phase; the console shows the phases done out of PHASES (one line each off a terminal)."""
+
+    PHASES = 4  # scan, dedup, counts, tokenize and pack (the tokenizer is timed too, not counted)
 
     def __init__(self):
         self.t = time.time()
         self.laps: dict[str, float] = {}
+        self.bar = Progress("prepare", self.PHASES, "phases", interval_s=0)
 
     def lap(self, what: str) -> None:
         now = time.time()
-        log.info("prepare: %-50s %6.1fs", what, now - self.t)
+        log.debug("prepare: %-50s %6.1fs", what, now - self.t)
         self.laps[what.split(" (")[0]] = round(now - self.t, 2)
+        if not what.startswith("tokenizer"):
+            self.bar.advance(note=f"{what} {now - self.t:.1f}s")
+            if self.bar.done >= self.PHASES:
+                self.bar.close()
         self.t = now

@@ -11,7 +11,10 @@ globally (as with expert_parallel_size 1):
                             tokens seen, plan id, seed, world / EP size, metrics, training dtype
 
 Any world size and expert-parallel size loads it: each rank takes its own experts and DeepSpeed
-re-partitions (`deepspeed_adapter` reads and writes ZeRO's state per parameter). The learning rate
+re-partitions (`deepspeed_adapter` reads and writes ZeRO's state per parameter).
+Workers write a checkpoint to a node-local folder and Ray Train uploads it to the run's storage
+(an object store included); the readers here take a local path or a URI (an export reads the
+object store directly, without a local copy). The learning rate
 is a function of the step and each step reseeds from (seed, step, rank), so nothing else is needed
 to resume exactly.
 """
@@ -19,12 +22,14 @@ to resume exactly.
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
 import torch
 
 from forge_ray.models.names import expert_number, with_expert_number
+from forge_ray.storage import is_local_location, url_to_fs
 from forge_ray.train import deepspeed_adapter as ds
 
 WEIGHTS, OPTIMIZER, STATE = "weights.safetensors", "optimizer.safetensors", "state.json"
@@ -114,19 +119,27 @@ def write_checkpoint(folder: str | Path, weights, moments, state: CheckpointStat
 
 
 def read_state(folder: str | Path) -> CheckpointState:
-    return json.loads((Path(folder) / STATE).read_text())
+    fs, path = url_to_fs(str(folder))
+    return json.loads(fs.cat_file(posixpath.join(path, STATE)))
+
+
+def _load_tensors(folder: str, name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load, load_file
+
+    if is_local_location(folder):
+        return load_file(str(Path(folder) / name))  # memory-mapped
+    fs, path = url_to_fs(folder)
+    return load(fs.cat_file(posixpath.join(path, name)))
 
 
 def read_checkpoint(folder: str | Path, *, optimizer: bool = True):
-    """(weights, moments or None, state) of a checkpoint folder, under forge's parameter names
-    (checkpoints written before forge named its MoE parameters held DeepSpeed's)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    weights = {ds.from_deepspeed_name(k): v for k, v in load_file(str(folder / WEIGHTS)).items()}
+    """(weights, moments or None, state) of a checkpoint folder (local path or URI), under forge's
+    parameter names (checkpoints written before forge named its MoE parameters held DeepSpeed's)."""
+    folder = str(folder)
+    weights = {ds.from_deepspeed_name(k): v for k, v in _load_tensors(folder, WEIGHTS).items()}
     moments = None
     if optimizer:
-        moments = {ds.from_deepspeed_name(k): v for k, v in load_file(str(folder / OPTIMIZER)).items()}
+        moments = {ds.from_deepspeed_name(k): v for k, v in _load_tensors(folder, OPTIMIZER).items()}
     return weights, moments, read_state(folder)
 
 

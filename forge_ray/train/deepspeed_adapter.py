@@ -76,7 +76,8 @@ def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     (DeepSpeed reduces them over the expert data-parallel group, not all ranks)."""
     decay, no_decay = [], []
     for p in model.parameters():
-        (no_decay if p.dim() < 2 else decay).append(p)
+        if p.requires_grad:  # frozen (a LoRA base) parameters hold no optimizer state
+            (no_decay if p.dim() < 2 else decay).append(p)
     groups = [
         {"name": "decay", "params": decay, "weight_decay": weight_decay},
         {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
@@ -209,7 +210,15 @@ def full_state_readers(engine):
         from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
         _relink_optimizer_state(engine)
-        return safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+        # frozen parameters (a LoRA base) are outside ZeRO's partitions, whole on every rank
+        def fp32(p):
+            return safe_get_full_fp32_param(p) if p.requires_grad else p.detach().float().clone()
+
+        def moment(p, key):
+            return safe_get_full_optimizer_state(p, key) if p.requires_grad else torch.zeros_like(p, dtype=torch.float32)
+
+        return fp32, moment
     # Copies, as ZeRO's readers return: the caller gets a snapshot, not views of tensors the next
     # step updates in place.
     state = engine.optimizer.state
@@ -229,6 +238,8 @@ def restore_moments(engine, moments: list[tuple[nn.Parameter, dict[str, torch.Te
     partitions (any world size), or into the torch AdamW's per-parameter state under stage 0."""
     if not _zero(engine):
         for p, m in moments:
+            if not p.requires_grad:
+                continue
             engine.optimizer.state[p] = {"step": torch.tensor(float(adam_step)),
                                          **{k: v.to(p).clone() for k, v in m.items()}}
         return
@@ -244,5 +255,7 @@ def restore_moments(engine, moments: list[tuple[nn.Parameter, dict[str, torch.Te
         }
     zero._lazy_init_hp_params_optimizer_state()
     for p, m in moments:
+        if not p.requires_grad:  # frozen: no optimizer state
+            continue
         for key, v in m.items():
             safe_set_full_optimizer_state(p, v.to(p.device), key)

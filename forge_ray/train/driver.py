@@ -4,13 +4,18 @@
     result.run_dir, result.checkpoint_dir, result.metrics
 
 The run lives in `<storage_root>/runs/<run>/`: Ray Train's checkpoints (`checkpoint_*`),
-`run.json` (resolved config, mixture plan, dataset), `metrics.jsonl`, `tensorboard/`.
+`run.json` (resolved config, mixture plan, dataset), `metrics.jsonl`, `tensorboard/`. On an
+object-store root Ray Train gets the store as a pyarrow filesystem (`Storage.pyarrow_fs`) and
+uploads each checkpoint there; workers write metrics and consumption records to the store too,
+and `init_from` may be a URI (each node copies it once into its cache, `registry.local_folder`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,7 @@ from forge_ray.config.model import ModelConfig
 from forge_ray.errors import ConfigError, ForgeError
 from forge_ray.storage import Storage
 from forge_ray.train.metrics import StepRecord, read_metrics
+from forge_ray.train.progress import StepFollower
 from forge_ray.train.worker import WorkerJob, train_loop_per_worker
 
 if TYPE_CHECKING:
@@ -51,17 +57,36 @@ def resolve_model(config: ForgeConfig, dataset: PreparedDataset) -> ModelConfig:
     vocab = int(dataset.manifest["tokenizer"]["vocab_size"])
     if cfg.init_from:
         from forge_ray.models.hf import model_config_from_hf
+        from forge_ray.registry import local_folder
 
-        if not (Path(cfg.init_from) / "config.json").is_file():
+        try:
+            local = local_folder(cfg.init_from)
+        except (FileNotFoundError, OSError) as e:
+            raise ConfigError("model.init_from", [f"model.init_from: cannot read {cfg.init_from!r}: {e}"]) from None
+        if not (Path(local) / "config.json").is_file():
             raise ConfigError("model.init_from", [f"model.init_from: no config.json in {cfg.init_from!r}"])
         try:
-            cfg = model_config_from_hf(cfg.init_from, cfg)
+            cfg = model_config_from_hf(local, cfg)  # init_from stays as written (each node caches it)
         except ValueError as e:
             raise ConfigError("model.init_from", [f"model.init_from: {e}"]) from None
         if cfg.vocab_size < vocab:
+            tok = dataset.manifest["tokenizer"]
             raise ConfigError("model.init_from", [
-                f"model.init_from: the checkpoint's vocabulary ({cfg.vocab_size}) is smaller than the "
-                f"dataset tokenizer's ({vocab}); prepare the data with the checkpoint's tokenizer"])
+                f"model.init_from: the checkpoint's vocabulary ({cfg.vocab_size} embeddings, {cfg.init_from}) "
+                f"is smaller than the dataset tokenizer's ({vocab} tokens, {tok.get('source') or 'trained'} -> "
+                f"{dataset.tokenizer_path}); prepare the data with the checkpoint's tokenizer"])
+        return cfg
+    if cfg.upcycle_from:  # a dense checkpoint -> this MoE (models/upcycle.py)
+        from forge_ray.models.upcycle import upcycled_config
+
+        try:
+            cfg = upcycled_config(cfg.upcycle_from, cfg)
+        except (OSError, ValueError) as e:
+            raise ConfigError("model.upcycle_from", [f"model.upcycle_from: {e}"]) from None
+        if cfg.vocab_size < vocab:
+            raise ConfigError("model.upcycle_from", [
+                f"model.upcycle_from: the checkpoint's vocabulary ({cfg.vocab_size} embeddings, {cfg.upcycle_from}) "
+                f"is smaller than the dataset tokenizer's ({vocab} tokens, {dataset.tokenizer_path})"])
         return cfg
     if cfg.vocab_size is not None and cfg.vocab_size < vocab:
         raise ConfigError("model.vocab_size", [
@@ -88,6 +113,26 @@ def check_data_fits(config: ForgeConfig, dataset: PreparedDataset) -> None:
             f"({dataset.seq_len} tokens)"])
 
 
+def check_objective(config: ForgeConfig, dataset: PreparedDataset, model: ModelConfig) -> None:
+    """`train.objective` against the data, `train.lora.targets` against the model, before any worker starts."""
+    t = config.train
+    problems = []
+    if t.objective == "sft" and not dataset.has_loss_mask:
+        problems.append(f"train.objective 'sft' needs a dataset prepared from chat / instruction sources (a loss "
+                        f"mask on the assistant's tokens); {dataset.dataset}/{dataset.version} has none")
+    if t.objective == "pretrain" and dataset.has_loss_mask:
+        problems.append(f"dataset {dataset.dataset}/{dataset.version} holds conversations with an assistant-only "
+                        "loss mask: set train.objective to 'sft'")
+    if t.lora is not None:
+        attention = {"q_proj", "k_proj", "v_proj", "o_proj"}
+        dense_layers = [i for i in range(model.num_layers) if not model.is_moe_layer(i)]
+        if not (set(t.lora.targets) & attention) and not dense_layers:
+            problems.append(f"train.lora.targets {t.lora.targets} name no module of this model: every layer's MLP "
+                            "is an MoE block, whose experts are not adapted; add attention projections")
+    if problems:
+        raise ConfigError("train", problems)
+
+
 def default_run_name(config: ForgeConfig) -> str:
     return f"{config.model.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
 
@@ -98,13 +143,15 @@ def plan_run(config: ForgeConfig, dataset: PreparedDataset, storage: Storage, ru
 
     model = resolve_model(config, dataset)
     check_data_fits(config, dataset)
+    check_objective(config, dataset, model)
     try:
         plan = build_plan(dataset, config.mixture, global_batch_size=config.train.global_batch_size,
                           total_steps=config.train.steps)
     except MixtureError as e:
         raise ConfigError("mixture", [f"mixture: {e}"]) from None
-    run_dir = storage.path("runs", run)
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    run_dir = storage.location("runs", run)  # a URI on an object store: workers open it themselves
+    if storage.is_local:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
     storage.write_json(f"runs/{run}/run.json", {
         "run": run, "dataset": dataset.dataset, "dataset_version": dataset.version,
         "model": json.loads(model.model_dump_json()), "config": json.loads(config.model_dump_json()),
@@ -121,12 +168,12 @@ def run_training(config: ForgeConfig, dataset: PreparedDataset, storage: Storage
     from ray.train.torch import TorchConfig, TorchTrainer
 
     storage = storage or Storage(config.project.storage_root)
-    if storage.fs.protocol not in ("file", "local") and "file" not in storage.fs.protocol:
-        raise TrainError(f"training runs need a local or shared-filesystem storage root, got {storage.uri}")
+    storage.check_writable()  # an unreachable store or a missing bucket fails here, before planning
     t = config.train
     run = t.run_name or default_run_name(config)
     job = plan_run(config, dataset, storage, run)
     print(job.plan.summary(), flush=True)
+    runs_fs, runs_path = storage.pyarrow_fs("runs")
     resources = {"CPU": t.cpus_per_worker, **t.worker_resources}
     if t.use_gpu:
         resources["GPU"] = 1
@@ -140,15 +187,32 @@ def run_training(config: ForgeConfig, dataset: PreparedDataset, storage: Storage
             elastic_resize_monitor_interval_s=t.elastic_monitor_s,
         ),
         run_config=RunConfig(
-            name=run, storage_path=storage.path("runs"),
+            name=run, storage_path=runs_path, storage_filesystem=runs_fs,
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
         ),
     )
     start = time.perf_counter()
-    result = trainer.fit()
+    result = _fit(trainer, StepFollower(job.run_dir, job.plan.total_steps))
     wall = time.perf_counter() - start
     if result.error is not None or result.checkpoint is None:
         raise TrainError(f"run {run} failed: {result.error or 'no checkpoint was reported'}")
-    return TrainResult(run=run, run_dir=job.run_dir, checkpoint_dir=result.checkpoint.path, model=job.model,
-                       plan=job.plan, metrics=read_metrics(job.run_dir), wall_s=wall)
+    ckpt = result.checkpoint.path  # on the storage filesystem, without its protocol
+    return TrainResult(run=run, run_dir=job.run_dir, checkpoint_dir=ckpt if storage.is_local else storage.fs.unstrip_protocol(ckpt),
+                       model=job.model, plan=job.plan, metrics=read_metrics(job.run_dir), wall_s=wall)
+
+
+def _fit(trainer, follower: StepFollower):
+    """`trainer.fit()` with the driver's step lines. Ray Train's own SIGINT handler aborts the run,
+    then calls sys.exit(0), and stays installed after `fit`: here that exit is the interrupt it
+    is (the CLI stops the cluster and says so) and the previous handler comes back."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        with follower:
+            return trainer.fit()
+    except SystemExit:
+        raise KeyboardInterrupt from None
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)

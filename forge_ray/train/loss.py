@@ -5,7 +5,8 @@
     parts.token_loss_BT, parts.mask_BT, parts.aux_loss, parts.expert_counts   # what the metrics sum
 
 Pre-training minimises next-token cross-entropy plus the MoE load-balancing loss
-(`CausalLMLoss`); an instruction-tuning or RL objective is another callable of the same shape,
+(`CausalLMLoss`); instruction tuning (`train.objective: sft`, docs/sft.md) is the same loss over the
+assistant's tokens only: the stream's labels are IGNORE_INDEX elsewhere (the dataset's loss mask); an instruction-tuning or RL objective is another callable of the same shape,
 reusing `StepTrainer.train_step` / `forward_backward` as they are.
 
 Shape legend: B batch, T sequence (T-1 targets), V vocabulary.
@@ -35,12 +36,17 @@ class Objective(Protocol):
     def __call__(self, out: DecoderOutput, batch: dict[str, torch.Tensor]) -> LossParts: ...
 
 
+IGNORE_INDEX = -100  # a label that is not a target: instruction tuning's tokens outside the assistant turns
+
+
 def lm_token_loss(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token next-token cross-entropy [B, T-1] and its mask (padding is not a target)."""
+    """Per-token next-token cross-entropy [B, T-1] and its mask (padding and IGNORE_INDEX labels are
+    not targets)."""
     B, T, V = logits_BTV.shape
     targets = labels_BT[:, 1:]
-    loss = F.cross_entropy(logits_BTV[:, :-1].reshape(-1, V).float(), targets.reshape(-1), reduction="none")
-    return loss.view(B, T - 1), (targets != pad_id).to(loss.dtype)
+    loss = F.cross_entropy(logits_BTV[:, :-1].reshape(-1, V).float(), targets.reshape(-1), reduction="none",
+                           ignore_index=IGNORE_INDEX)
+    return loss.view(B, T - 1), ((targets != pad_id) & (targets != IGNORE_INDEX)).to(loss.dtype)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Per-step training metrics: reduced over ranks, then a log line, metrics.jsonl, TensorBoard.
 
 Rank 0 writes `<run>/metrics.jsonl` (one `StepRecord` per logged step, with the attempt's
-world size and start step) and `<run>/tensorboard/`. A step re-run after a restart appears
+world size and start step) and `<run>/tensorboard/`; `<run>` is a local path or an object-store
+URI (`Storage.location`): there TensorBoard writes to a node-local folder that is uploaded every
+`TB_UPLOAD_S` and at the end. A step re-run after a restart appears
 again in metrics.jsonl; `read_metrics` keeps the latest record of each step, the curve a person
 plots (the test of a killed worker checks that it is continuous).
 """
@@ -9,13 +11,19 @@ plots (the test of a killed worker checks that it is continuous).
 from __future__ import annotations
 
 import json
-import os
+import posixpath
+import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
 import torch
 
+from forge_ray.storage import LineLog, is_local_location, read_lines, url_to_fs
+
 METRICS_FILE = "metrics.jsonl"
+TB_UPLOAD_S = 30.0  # object-store runs: how often the TensorBoard folder is uploaded
 # Peak dense bf16 TFLOP/s of known accelerators (vendor sheets, without sparsity).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
 
@@ -107,6 +115,7 @@ class StepRecord(LossRecord):
     start_step: int  # where this attempt started (a restart re-runs steps)
     tokens_seen: int
     time: float  # unix time
+    target_tokens: NotRequired[int]  # tokens the loss counted in the step, all ranks (SFT: the assistant's)
 
 
 def loss_record(reduced: dict, sources: list[str], aux_coef: float) -> LossRecord:
@@ -146,22 +155,24 @@ def format_line(rec: StepRecord, total_steps: int) -> str:
 
 
 class MetricsWriter:
-    """Rank 0's sinks: metrics.jsonl (appended, flushed per record) and TensorBoard."""
+    """Rank 0's sinks: metrics.jsonl (a `LineLog`: flushed per record) and TensorBoard."""
 
     def __init__(self, run_dir: str, tensorboard: bool):
-        self.path = Path(run_dir) / METRICS_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tb = None
+        self.run_dir = str(run_dir)
+        self.log = LineLog(posixpath.join(self.run_dir, METRICS_FILE))
+        self.path = self.log.path
+        self.tb, self.tb_local, self.uploaded = None, None, time.monotonic()
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), flush_secs=10)
+            if is_local_location(self.run_dir):
+                tb_dir = str(Path(self.run_dir) / "tensorboard")
+            else:  # written locally (a log), uploaded to <run>/tensorboard/
+                self.tb_local = tb_dir = tempfile.mkdtemp(prefix="forge-tb-")
+            self.tb = SummaryWriter(tb_dir, flush_secs=10)
 
     def write(self, rec: StepRecord) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self.log.write(json.dumps(rec))
         if self.tb is not None:
             step = rec["step"] + 1
             for key in ("loss", "lm_loss", "aux_loss", "lr", "grad_norm", "tokens_per_s", "step_time_s",
@@ -171,26 +182,33 @@ class MetricsWriter:
                 self.tb.add_scalar(f"loss_by_source/{source}", v, step)
             for e, n in enumerate(rec.get("expert_tokens", [])):
                 self.tb.add_scalar(f"expert_tokens/{e}", n, step)
+            if self.tb_local and time.monotonic() - self.uploaded > TB_UPLOAD_S:
+                self._upload_tb()
+
+    def _upload_tb(self) -> None:
+        self.tb.flush()
+        fs, path = url_to_fs(posixpath.join(self.run_dir, "tensorboard"))
+        for name in sorted(p for p in Path(self.tb_local).iterdir() if p.is_file()):
+            fs.put_file(str(name), posixpath.join(path, name.name))
+        self.uploaded = time.monotonic()
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+            if self.tb_local:
+                self._upload_tb()
+                shutil.rmtree(self.tb_local, ignore_errors=True)
 
 
 def read_metrics(run_dir: str | Path) -> list[StepRecord]:
-    """The run's curve: the latest record of each step, in step order."""
+    """The run's curve: the latest record of each step, in step order (`run_dir`: path or URI)."""
     latest: dict[int, StepRecord] = {}
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            latest[rec["step"]] = rec
+    for line in read_lines(posixpath.join(str(run_dir), METRICS_FILE)):
+        rec = json.loads(line)
+        latest[rec["step"]] = rec
     return [latest[k] for k in sorted(latest)]
 
 
 def read_all_metrics(run_dir: str | Path) -> list[StepRecord]:
     """Every record in write order, re-run steps included (one per attempt)."""
-    path = Path(run_dir) / METRICS_FILE
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return [json.loads(x) for x in read_lines(posixpath.join(str(run_dir), METRICS_FILE))]

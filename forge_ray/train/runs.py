@@ -7,23 +7,29 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 
 from forge_ray.config import ForgeConfig
 from forge_ray.errors import StorageError
+from forge_ray.storage import is_local_location, url_to_fs
 from forge_ray.train.checkpoint import STATE
 
 
-def checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run (those with state.json), oldest step first."""
+def checkpoints(run_dir: str | Path) -> list[str]:
+    """Complete checkpoints of a run (those with state.json), oldest step first: local paths for a
+    local `run_dir`, URIs for one on an object store (`Storage.location`)."""
+    run_dir = str(run_dir)
+    fs, root = url_to_fs(run_dir)
     found = []
-    for d in Path(run_dir).glob("checkpoint_*"):
-        if (d / STATE).is_file():
-            found.append((json.loads((d / STATE).read_text())["step"], d.name, d))
+    for state in fs.glob(posixpath.join(root, "checkpoint_*", STATE)):
+        d = posixpath.dirname(state)
+        found.append((json.loads(fs.cat_file(state))["step"], posixpath.basename(d),
+                      d if is_local_location(run_dir) else fs.unstrip_protocol(d)))
     return [d for _, _, d in sorted(found)]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path:
+def latest_checkpoint(run_dir: str | Path) -> str:
     found = checkpoints(run_dir)
     if not found:
         raise StorageError(f"run folder {run_dir} has no complete checkpoint")

@@ -142,6 +142,7 @@ class StepTrainer:
             step=step, lr=outcome.lr, grad_norm=outcome.grad_norm, tokens_per_s=tps, step_time_s=step_time,
             data_wait_s=data_wait, mfu=self.job.flops_per_token * tps / (self.peak_flops * self.world_size),
             world_size=self.world_size, start_step=self.start_step, tokens_seen=self.tokens_seen, time=time.time(),
+            target_tokens=int(outcome.sums["tokens"][0]),
         )
 
     # ---- cadence ----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ class WorkerJob:
     train: TrainConfig
     plan: MixturePlan
     run_dir: str
-    init_from: str | None  # HF folder for the initial weights (None: seeded random init)
+    init_from: str | None  # HF folder (path or URI) for the initial weights (None: seeded random init)
     flops_per_token: float
     config_hash: str
 
@@ -37,8 +37,13 @@ def initial_weights(job: WorkerJob) -> dict[str, torch.Tensor]:
     """Full weights to start from: an HF checkpoint folder, or the seeded init (same on every rank)."""
     if job.init_from:
         from forge_ray.models.hf import load_hf_folder
+        from forge_ray.registry import local_folder
 
-        return load_hf_folder(job.init_from, job.model)[1]
+        return load_hf_folder(local_folder(job.init_from), job.model)[1]  # a URI: copied to this node
+    if job.model.upcycle_from:
+        from forge_ray.models.upcycle import upcycle_folder
+
+        return upcycle_folder(job.model.upcycle_from, job.model, seed=job.train.seed)
     from forge_ray.models import build_model
 
     return build_model(job.model, seed=job.train.seed).state_dict()
@@ -75,6 +80,13 @@ def run_worker(job: WorkerJob) -> None:
     else:
         weights = initial_weights(job)
     model = build_model(cfg, ep_size=ep)
+    model.activation_checkpointing = train.activation_checkpointing  # recompute blocks in backward
+    if train.lora is not None:  # adapters on the chosen projections, the base frozen (docs/sft.md)
+        from forge_ray.models.lora import apply_lora, lora_state
+
+        torch.manual_seed(train.seed)  # the same adapter init on every rank
+        apply_lora(model, train.lora)
+        weights = {**lora_state(model), **weights}  # a checkpoint's adapters win over the fresh ones
     load_local_weights(model, weights)
     del weights
     engine, optimizer = build_engine(model, train, world)
