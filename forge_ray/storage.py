@@ -78,6 +78,11 @@ class Storage:
         """A full URI (with protocol) for a relative path, for handing to other libraries."""
         return self.fs.unstrip_protocol(self.path(*parts))
 
+    def location(self, *parts: str) -> str:
+        """What to hand to another process (a Ray worker) that opens it with `url_to_fs`: the plain
+        path on a local root (what local tools and older records expect), the full URI elsewhere."""
+        return self.path(*parts) if self.is_local else self.url(*parts)
+
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.path(*parts))
 
@@ -247,6 +252,75 @@ def url_to_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     protocol = fsspec.core.split_protocol(url)[0]
     options = storage_s3.s3_options() if protocol in storage_s3.PROTOCOLS else {}
     return fsspec.core.url_to_fs(url, **options)
+
+
+def check_uris(named: dict[str, str]) -> None:
+    """Fail with one StorageError if any URI a config names ({field: URI}) cannot be reached or is
+    missing: the same up-front check as the storage root's, for init_from, tokenizers, suites."""
+    problems = []
+    for field, uri in named.items():
+        fs, path = url_to_fs(uri)
+        try:
+            if _kind(fs) == "s3":
+                storage_s3.check_bucket(uri, path, fs)
+            if not fs.exists(path):
+                problems.append(f"{field}: nothing at {uri}")
+        except StorageError as e:
+            problems.append(f"{field}: {e}")
+        except Exception as e:  # noqa: BLE001 - any failure means the location is unusable
+            problems.append(f"{field}: {uri}: {storage_s3.scrub(str(e), fs)}")
+    if problems:
+        raise StorageError("; ".join(problems))
+
+
+def is_local_location(location: str) -> bool:
+    """Is `location` (a path or URI, as `Storage.location` gives) on this node's filesystem?"""
+    return fsspec.core.split_protocol(location)[0] in (None, "file", "local")
+
+
+class LineLog:
+    """A file that grows by whole lines (metrics, consumption records) on any filesystem.
+
+    Locally it is appended to and fsynced per write. An object store has no append: the object is
+    rewritten whole with each write (one PUT, so a reader never sees half a line), starting from
+    what it already held, so a restarted writer continues it. Keep such files small (roll to a new
+    name every few hundred lines): each write costs the size of the file.
+    """
+
+    def __init__(self, location: str):
+        self.fs, self.path = url_to_fs(location)
+        self.local = _kind(self.fs) == "local"
+        if self.local:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self.held = b""
+        else:
+            try:
+                self.held = self.fs.cat_file(self.path)
+            except FileNotFoundError:
+                self.held = b""
+        self.lines = self.held.count(b"\n")
+
+    def write(self, *lines: str) -> None:
+        data = "".join(line.rstrip("\n") + "\n" for line in lines).encode()
+        self.lines += len(lines)
+        if self.local:
+            with open(self.path, "ab") as f:  # reopened per write: a killed writer loses nothing written
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            return
+        self.held += data
+        self.fs.pipe_file(self.path, self.held)
+
+
+def read_lines(location: str) -> list[str]:
+    """The non-empty lines of a file at a path or URI; [] if it does not exist."""
+    fs, path = url_to_fs(location)
+    try:
+        text = fs.cat_file(path).decode()
+    except FileNotFoundError:
+        return []
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def dump_json(obj: Any) -> bytes:

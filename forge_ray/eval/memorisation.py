@@ -16,10 +16,9 @@ import logging
 import os
 from typing import Literal
 
-import fsspec
-
 from forge_ray.eval.model_files import EvalError
 from forge_ray.eval.report import CanaryAttempt, CanaryResult, MemorisationReport
+from forge_ray.storage import url_to_fs
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +26,8 @@ log = logging.getLogger(__name__)
 def load_planted(uri: str) -> list[dict]:
     """The `canaries` list of a planted file; EvalError if it is missing or malformed."""
     try:
-        with fsspec.open(uri, "rt", encoding="utf-8") as f:
-            planted = json.load(f)
+        fs, path = url_to_fs(uri)  # the store's settings from the environment (an s3:// root)
+        planted = json.loads(fs.cat_file(path))
     except FileNotFoundError:
         raise EvalError(f"planted-canary file {uri} not found (eval.memorisation.planted_file)") from None
     except json.JSONDecodeError as e:
@@ -43,7 +42,7 @@ def load_planted(uri: str) -> list[dict]:
 
 def _records(uri: str, fmt: str, text_field: str):
     """Texts of a jsonl or parquet source (other formats give no context)."""
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = url_to_fs(uri)
     files = sorted(p for p in (fs.find(path) if fs.isdir(path) else fs.glob(path)) if fs.isfile(p))
     for p in files:
         if fmt == "jsonl":

@@ -99,16 +99,24 @@ def work_units(dataset: PreparedDataset, source: str, max_sequences: int, per_un
     return units
 
 
+def _routed_whole(dataset: PreparedDataset, source: str) -> bool:
+    """A restricted source: every record went to `restricted/`, none to the shards (nothing to score)."""
+    entry = dataset.manifest["sources"][source]
+    return bool(entry.get("restricted_records")) and not any(
+        dataset.num_sequences(source, sp) for sp in ("train", "eval"))
+
+
 def perplexity_by_domain(model_url: str, dataset: PreparedDataset, config) -> dict[str, DomainPerplexity]:
     """{source: {perplexity, nll_per_token, tokens, sequences}} on the eval split, on the cluster.
 
     `config` is `eval.perplexity`. Raises EvalError if the version does not load or a source has
-    no eval sequences.
+    no eval sequences; a restricted source (every record routed to `restricted/`) is skipped.
     """
     import ray
 
     units = []
-    for source in dataset.sources:
+    sources = [s for s in dataset.sources if not _routed_whole(dataset, s)]
+    for source in sources:
         mine = work_units(dataset, source, config.max_sequences, config.sequences_per_task)
         if not mine:
             raise EvalError(f"dataset {dataset.dataset}/{dataset.version} has no eval sequences for {source!r}")
@@ -131,7 +139,7 @@ def perplexity_by_domain(model_url: str, dataset: PreparedDataset, config) -> di
         cause = e.cause if isinstance(e.cause, EvalError) else f"{type(e.cause).__name__}: {e.cause}"
         raise EvalError(str(cause)) from None
     out: dict[str, DomainPerplexity] = {}
-    for source in dataset.sources:
+    for source in sources:
         scored = [p for p in parts if p["source"] == source]
         nll, tokens = sum(p["nll"] for p in scored), sum(p["tokens"] for p in scored)
         if tokens == 0:

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import os
+import posixpath
 import time
 from typing import TYPE_CHECKING
 
@@ -92,6 +93,9 @@ def resolve_version(config: ForgeConfig, storage: Storage, version_dir_or_id: st
     from forge_ray.registry import Registry, publish_version
 
     registry = Registry(storage, config.model.name)
+    name = posixpath.basename(version_dir_or_id.rstrip("/"))
+    if "://" in version_dir_or_id and registry.version_path(name) == version_dir_or_id.rstrip("/"):
+        return name  # a version's folder on an object-store root (export's `path`)
     if not os.path.isdir(version_dir_or_id):
         return version_dir_or_id
     folder = os.path.abspath(version_dir_or_id)

@@ -176,14 +176,34 @@ def parse_suite(raw: Any, source: str) -> Suite:
 
 
 def load_suite(path: str | Path) -> Suite:
-    path = Path(path)
+    """A suite file: a local path or a URI (`s3://...`, read with the store's settings)."""
+    if "://" in str(path) and not str(path).startswith("file://"):
+        return _load_remote_suite(str(path))
+    path = Path(str(path).removeprefix("file://"))
     if not path.is_file():
         raise SuiteError(str(path), ["KPI suite file not found" if not path.exists() else "not a file"])
+    return _parse_text(path.read_text(encoding="utf-8"), str(path))
+
+
+def _load_remote_suite(uri: str) -> Suite:
+    from forge_ray.storage import url_to_fs
+
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        fs, path = url_to_fs(uri)
+        text = fs.cat_file(path).decode("utf-8")
+    except FileNotFoundError:
+        raise SuiteError(uri, ["KPI suite file not found"]) from None
+    except Exception as e:  # noqa: BLE001 - unreachable store, denied: the suite cannot be read
+        raise SuiteError(uri, [f"cannot read: {type(e).__name__}: {e}"]) from None
+    return _parse_text(text, uri)
+
+
+def _parse_text(text: str, source: str) -> Suite:
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SuiteError(str(path), [f"YAML syntax error: {e}"]) from None
-    return parse_suite(raw, str(path))
+        raise SuiteError(source, [f"YAML syntax error: {e}"]) from None
+    return parse_suite(raw, source)
 
 
 def load_suites(paths: list[str]) -> list[Suite]:

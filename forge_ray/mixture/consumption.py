@@ -26,23 +26,27 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-import fsspec
-
 from forge_ray.mixture.plan import MixturePlan
 from forge_ray.mixture.shares import MixtureError
+from forge_ray.storage import LineLog, url_to_fs
 
 RECORD_DIR = "consumption"
+# On an object store each step rewrites the rank's file (no append): a new file every this many steps.
+ROLL_LINES = 200
 
 
 class ConsumptionRecord:
-    """Appends one line per step: the (sample, source, row) of every sequence this rank trained on."""
+    """Appends one line per step: the (sample, source, row) of every sequence this rank trained on.
+
+    `run_dir` is a local path or an object-store URI (`Storage.location`)."""
 
     def __init__(self, run_dir: str, rank: int, world_size: int, start_step: int):
         self.rank, self.world_size, self.start_step = rank, world_size, start_step
-        self.fs, root = fsspec.core.url_to_fs(run_dir)
-        name = f"rank{rank:03d}-w{world_size}-s{start_step}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
-        self.path = posixpath.join(root, RECORD_DIR, name)
-        self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
+        self.stem = posixpath.join(str(run_dir), RECORD_DIR,
+                                   f"rank{rank:03d}-w{world_size}-s{start_step}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        self.part = 0
+        self.log = LineLog(f"{self.stem}.jsonl")
+        self.path = self.log.path
 
     def add(self, step: int, micro_batches: list[dict]) -> None:
         """Record the sequences of `step` (the batches TrainStream yielded for it)."""
@@ -56,18 +60,20 @@ class ConsumptionRecord:
             "source": [int(v) for b in micro_batches for v in b["source"].tolist()],
             "row": [int(v) for b in micro_batches for v in b["row"].tolist()],
         }
-        with self.fs.open(self.path, "a") as f:  # reopened per step: a killed worker loses nothing written
-            f.write(json.dumps(line) + "\n")
+        if not self.log.local and self.log.lines >= ROLL_LINES:
+            self.part += 1
+            self.log = LineLog(f"{self.stem}-p{self.part:04d}.jsonl")
+            self.path = self.log.path
+        self.log.write(json.dumps(line))  # flushed per step: a killed worker loses nothing written
 
 
 def read_records(run_dir: str) -> list[dict]:
-    """Every record line under `<run_dir>/consumption/`, oldest first."""
-    fs, root = fsspec.core.url_to_fs(run_dir)
+    """Every record line under `<run_dir>/consumption/` (a path or URI), oldest first."""
+    fs, root = url_to_fs(str(run_dir))
     folder = posixpath.join(root, RECORD_DIR)
     lines = []
     for path in sorted(fs.glob(posixpath.join(folder, "*.jsonl"))):
-        with fs.open(path, "r") as f:
-            lines += [json.loads(text) for text in f if text.strip()]
+        lines += [json.loads(text) for text in fs.cat_file(path).decode().splitlines() if text.strip()]
     return sorted(lines, key=lambda r: r["time_ns"])
 
 

@@ -7,7 +7,7 @@
     local = cache_version(reg, "v1")   # a verified node-local copy when the root is an object store
 """
 
-from forge_ray.registry.cache import cache_folder, cache_version
+from forge_ray.registry.cache import cache_folder, cache_version, local_file, local_folder
 from forge_ray.registry.canary import CanaryResult, check_canaries, record_canaries
 from forge_ray.registry.checksums import CorruptVersionError
 from forge_ray.registry.publish import publish_version
@@ -24,6 +24,8 @@ __all__ = [
     "cache_folder",
     "cache_version",
     "check_canaries",
+    "local_file",
+    "local_folder",
     "publish_version",
     "record_canaries",
 ]

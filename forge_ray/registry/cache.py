@@ -1,6 +1,7 @@
 """Node-local copies of what lives on the store: a registry version (or any folder), copied atomically.
 
     path = cache_version(registry, "v3")      # a local folder vLLM / transformers load as it is
+    path = local_folder("s3://bucket/tokenizers/base")   # any folder a config names (init_from, ...)
 
 The copy goes to a temporary sibling folder, every file is checked against the manifest's
 sha256 (or, for a folder without one, the sizes the store lists), a marker is written, and only
@@ -22,7 +23,7 @@ import fsspec
 
 from forge_ray.registry.checksums import MANIFEST, CorruptVersionError, verify_checksums
 from forge_ray.registry.store import Registry
-from forge_ray.storage import COMPLETE_MARKER
+from forge_ray.storage import COMPLETE_MARKER, is_local_location, url_to_fs
 
 CACHE_ENV = "FORGE_CACHE_DIR"
 
@@ -43,6 +44,57 @@ def cache_version(registry: Registry, version: str, cache_root: str | None = Non
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
     dest = os.path.join(cache_root or default_cache_root(), "registry", registry.model, f"{version}-{digest}")
     return cache_folder(registry.storage.fs, registry.version_path(version), dest, files, extra=(MANIFEST,))
+
+
+def local_folder(location: str, cache_root: str | None = None) -> str:
+    """A local folder holding the folder at `location` (a path or URI a config names: `init_from`,
+    a tokenizer). A local path is returned as it is; a folder on an object store is copied once per
+    node into the cache, keyed by its URI and its listing (names, sizes, ETags), so a folder
+    changed on the store is copied again."""
+    if is_local_location(location):
+        return _local_path(location)
+    fs, path = url_to_fs(location)
+    path = path.rstrip("/")
+    listing = fs.find(path, detail=True)
+    if not listing:
+        raise FileNotFoundError(f"no folder at {location}")
+    return cache_folder(fs, path, _uri_cache_dest(location, listing, cache_root))
+
+
+def local_file(location: str, cache_root: str | None = None) -> str:
+    """A local path of the file at `location` (a path or URI; a KPI suite), copied into the cache
+    if remote: downloaded to a temporary name, checked against the store's size, renamed."""
+    if is_local_location(location):
+        return _local_path(location)
+    fs, path = url_to_fs(location)
+    info = fs.info(path)
+    name = posixpath.basename(path)
+    dest = os.path.join(_uri_cache_dest(location, {path: info}, cache_root), name)
+    if os.path.exists(dest):
+        return dest
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    tmp = f"{dest}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        fs.get_file(path, tmp)
+        if info.get("size") is not None and os.path.getsize(tmp) != info["size"]:
+            raise CorruptVersionError(f"{location}: the copy differs in size from the store")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+def _local_path(location: str) -> str:
+    return fsspec.core.strip_protocol(location) if "://" in location else location
+
+
+def _uri_cache_dest(location: str, listing: dict, cache_root: str | None) -> str:
+    key = json.dumps(sorted((p, i.get("size"), str(i.get("ETag") or i.get("mtime") or ""))
+                            for p, i in listing.items()))
+    digest = hashlib.sha256(f"{location}\n{key}".encode()).hexdigest()[:16]
+    name = posixpath.basename(location.rstrip("/")) or "root"
+    return os.path.join(cache_root or default_cache_root(), "uris", f"{name}-{digest}")
 
 
 def cache_folder(fs: fsspec.AbstractFileSystem, src: str, dest: str, files: dict[str, str] | None = None,

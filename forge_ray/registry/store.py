@@ -84,7 +84,8 @@ class Registry:
         return "/".join(["registry", self.model, *parts])
 
     def version_path(self, version: str) -> str:
-        return self.storage.path(self.rel(version))
+        """The version's folder as another process opens it: a path on a local root, else a URI."""
+        return self.storage.location(self.rel(version))
 
     # -- reading -------------------------------------------------------------------------------
     def versions(self) -> list[str]:

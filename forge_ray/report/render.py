@@ -18,6 +18,10 @@ section then says what is missing instead of plotting):
   `gate: {decision}`); `previous_eval`: the previous version's eval report, for its KPI scores.
 - `lineage`: the served version's lineage (`dataset`, `dataset_version`, `input_hashes`, `config`,
   `run`), as in the exported version's manifest.
+- `synthetic`: per synthetic source (`version_report.synthetic_sections`): `source`, `name`,
+  `strategy`, `trained`, `counts`, `max_shared_ngram_tokens`, `ngram_tokens`, `distance`, and
+  `pairs` [{redacted, synthetic}]: synthetic samples beside the redacted form of their restricted
+  record (placeholders only; the report never shows a restricted value).
 """
 
 from __future__ import annotations
@@ -167,6 +171,37 @@ def _lineage_section(lineage: dict | None) -> str:
     return "".join(out)
 
 
+def _synthetic_section(synthetic: Sequence[Mapping[str, Any]] | None) -> str:
+    if not synthetic:
+        return _missing("no synthetic source in this version's dataset (synthesize.sources is empty)")
+    out = []
+    for s in synthetic:
+        c = s.get("counts") or {}
+        dropped = ", ".join(f"{k} {v}" for k, v in (c.get("dropped") or {}).items()) or "none"
+        dist = s.get("distance") or {}
+        out.append(f"<h3 id=\"synthetic-{html.escape(str(s.get('source')))}\">{html.escape(str(s.get('name')))} "
+                   f"&larr; {html.escape(str(s.get('source')))} ({html.escape(str(s.get('strategy')))})</h3>")
+        out.append(_table([
+            ("trained on by this version", "yes" if s.get("trained") else "no"),
+            ("restricted records", c.get("records", "?")),
+            ("samples kept / generated", f"{c.get('kept', '?')} / {c.get('samples', '?')}"),
+            ("dropped, by first failed check", dropped),
+            ("longest token run shared with a restricted record",
+             f"{s.get('max_shared_ngram_tokens', '?')} (limit: under {s.get('ngram_tokens', '?')})"),
+            ("distance to the closest restricted record (median / min)",
+             f"{dist.get('p50', '?')} / {dist.get('p00', '?')}" if dist.get("count") else "?"),
+        ]))
+        pairs = s.get("pairs") or []
+        if pairs:
+            rows = "".join(f"<tr><td><pre>{html.escape(str(p.get('redacted', '')))}</pre></td>"
+                           f"<td><pre>{html.escape(str(p.get('synthetic', '')))}</pre></td></tr>" for p in pairs)
+            out.append('<table class="synthetic-pairs"><tr><th>restricted record, redacted</th>'
+                       f"<th>synthetic sample</th></tr>{rows}</table>")
+        else:
+            out.append(_missing("no preview pairs (no sample kept, or a synthesis written before previews)"))
+    return "".join(out)
+
+
 def _flatten_hashes(hashes: Any, prefix: str = "") -> list[tuple[str, str]]:
     """{source: [{uri, sha256}]} or {uri: sha} or nested dicts -> [(name, sha256)]."""
     if isinstance(hashes, dict):
@@ -188,6 +223,7 @@ def render_report(
     lineage: dict | None = None,
     title: str = "forge_ray run report",
     summary: dict | None = None,
+    synthetic: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The report as an HTML string (see the module docstring for the inputs)."""
     metrics = metrics or []
@@ -222,6 +258,9 @@ def render_report(
         parts.append(_figure("eval", plots.eval_plot(d, ppl, suites), "perplexity per domain and KPI suites"))
     else:
         parts.append(_missing("no evaluation report given"))
+
+    parts.append("<h2>Synthetic data from restricted sources</h2>")
+    parts.append(_synthetic_section(synthetic))
 
     parts.append("<h2>Lineage of the served version</h2>")
     parts.append(_lineage_section(lineage))

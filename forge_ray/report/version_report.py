@@ -9,6 +9,8 @@ Where each part comes from (docs/contracts.md):
 - realised mixture:        runs/<run>/consumption/*.jsonl           (what each step trained on)
 - evaluation:              registry/<model>/_reports/<version>/eval.json, and the eval report of
                            the version it was compared with (its "baseline")
+- synthetic sources:       datasets/<dataset>/<version>/synthetic/<source>/ (manifest, preview pairs:
+                           synthetic samples beside redacted originals, never a restricted value)
 A part that is missing (a run dir on other storage, no eval yet) leaves its section saying so.
 """
 
@@ -45,6 +47,31 @@ def _eval_report(registry, version: str) -> EvalReport | None:
         return None
 
 
+def synthetic_sections(storage: Storage, lineage: Mapping[str, Any], trained: list[str]) -> list[dict]:
+    """Per synthetic source of the version's dataset: strategy, counts, privacy figures and preview pairs."""
+    from forge_ray.prepare.dataset import open_dataset
+    from forge_ray.synthesize import list_synthetic, read_preview
+
+    if not lineage.get("dataset") or not lineage.get("dataset_version"):
+        return []
+    try:
+        dataset = open_dataset(storage, lineage["dataset"], lineage["dataset_version"])
+        found = list_synthetic(dataset)
+    except Exception as e:  # noqa: BLE001 - a report with one part missing is still a report
+        log.warning("no synthetic sources read for %s: %s", lineage.get("dataset_version"), e)
+        return []
+    out = []
+    for source, m in found.items():
+        privacy = m.get("privacy") or {}
+        out.append({"source": source, "name": m.get("name"), "strategy": m.get("strategy"),
+                    "trained": m.get("name") in trained, "counts": m.get("counts") or {},
+                    "max_shared_ngram_tokens": privacy.get("max_shared_ngram_tokens_kept"),
+                    "ngram_tokens": privacy.get("ngram_tokens"),
+                    "distance": privacy.get("distance_to_closest_restricted_kept"),
+                    "pairs": read_preview(dataset, source)})
+    return out
+
+
 def version_report_inputs(storage: Storage, model: str, version: str) -> dict[str, Any]:
     """The keyword arguments of `render_report` for one version of `model`."""
     from forge_ray.registry import Registry
@@ -58,8 +85,7 @@ def version_report_inputs(storage: Storage, model: str, version: str) -> dict[st
     metrics: Sequence[Mapping[str, Any]] = []
     realised: dict[str, int] = {}
     if run and storage.exists("runs", run):
-        run_dir = storage.path("runs", run)
-        metrics = read_metrics(run_dir)
+        metrics = read_metrics(storage.location("runs", run))  # a path, or a URI on an object store
         names = [s["name"] for s in plan.get("sources", [])]
         if names and storage.exists("runs", run, "consumption"):
             realised = realised_counts(storage.url("runs", run), names)
@@ -75,6 +101,7 @@ def version_report_inputs(storage: Storage, model: str, version: str) -> dict[st
         "created": info.created,
         "run": run or "?",
     }
+    synthetic = synthetic_sections(storage, lineage, [s["name"] for s in plan.get("sources", [])])
     lineage.pop("mixture_plan", None)  # plotted above; the lineage table keeps its id below
     lineage.pop("model", None)  # the model's config: also in the forge file under "config"
     if plan.get("plan_id"):
@@ -88,6 +115,7 @@ def version_report_inputs(storage: Storage, model: str, version: str) -> dict[st
         "lineage": {"model": model, "version": version, **lineage},
         "title": f"{model} {version}",
         "summary": summary,
+        "synthetic": synthetic,
     }
 
 

@@ -133,3 +133,29 @@ def test_no_secret_in_artefacts_or_logs(s3_root, s3_env, tmp_path, caplog, monke
     leaks += [p for p in cached if secret.encode() in open(p, "rb").read()]
     assert leaks == [], f"the secret key was written to {leaks}"
     assert caplog.records and secret not in caplog.text and secret not in str(e.value)
+
+
+@pytest.mark.parametrize("command", ["validate", "train", "prepare"])
+def test_commands_refuse_a_missing_bucket_before_any_work(s3_env, command, capsys):
+    from forge_ray.cli.main import main
+    from tests.conftest import DEMO_CONFIG
+
+    uri = "s3://no-such-bucket/forge"
+    extra = ["--check-storage"] if command == "validate" else []
+    start = time.monotonic()
+    code = main([command, "-c", str(DEMO_CONFIG), "--set", f"project.storage_root={uri}", *extra])
+    err = capsys.readouterr().err
+    assert code != 0 and uri in err and "does not exist" in err, err
+    assert time.monotonic() - start < 60 and s3_env["AWS_SECRET_ACCESS_KEY"] not in err
+
+
+def test_validate_checks_the_uris_a_forge_file_names(s3_root, capsys):
+    from forge_ray.cli.main import main
+    from tests.conftest import DEMO_CONFIG
+
+    Storage(s3_root).write_bytes("suites/a.yaml", b"name: a\n")
+    args = ["validate", "-c", str(DEMO_CONFIG), "--check-storage", "--set", f"project.storage_root={s3_root}",
+            "--set", f"model.init_from={s3_root}/no-such-model", "--set", f"eval.suites=[{s3_root}/suites/a.yaml]"]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code != 0 and f"model.init_from: nothing at {s3_root}/no-such-model" in err and "eval.suites" not in err, err

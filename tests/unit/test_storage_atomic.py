@@ -130,3 +130,12 @@ def test_local_pyarrow_fs_and_check_writable(tmp_path):
     blocker.write_text("a file, not a folder")
     with pytest.raises(StorageError, match="cannot be written"):
         Storage(str(blocker / "root")).check_writable()
+
+
+def test_object_store_keys_never_enter_a_jobs_runtime_env():
+    from forge_ray.cluster import job_env_vars
+
+    env = job_env_vars({"AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_ACCESS_KEY_ID": "k", "AWS_SESSION_TOKEN": "t",
+                        "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "X": "1"})
+    assert not {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"} & set(env)
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1" and env["X"] == "1"
