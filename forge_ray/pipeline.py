@@ -1,8 +1,10 @@
-"""The whole pipeline: prepare -> train -> export -> eval -> promote -> serve, round after round.
+"""The whole pipeline: prepare -> synthesize -> train -> export -> eval -> promote -> serve, round after round.
 
     python -m jobs.pipeline --config jobs/configs/demo.yaml [--rounds N]
     forge demo -c jobs/configs/demo.yaml
 
+When `synthesize.sources` names restricted sources, their synthetic sources are made (or found)
+after prepare and trained on beside the prepared ones (the mixture weighs them by name).
 Round 1 trains from the config (scratch or `model.init_from`); each later round continues
 from the last promoted version on a reshuffled mix. A promoted version is served (round 1
 starts the endpoint) or hot-loaded into the running endpoint, and a completion is shown
@@ -51,10 +53,10 @@ class PipelineResult:
 
 def ensure_embedded_corpora(config: ForgeConfig, storage: Storage, scale: float = 1.0) -> bool:
     """Write the embedded corpora if a source reads them from the storage root and they are absent."""
-    from forge_ray.corpora import CORPORA_DIR, write_corpora
+    from forge_ray.corpora import CORPORA_DIR, LAST_FILE, write_corpora
 
     wanted = any(s.uri.startswith("{storage_root}/" + CORPORA_DIR) for s in config.data.sources)
-    if not wanted or storage.exists(CORPORA_DIR, "tickets.planted.json"):
+    if not wanted or storage.exists(CORPORA_DIR, LAST_FILE):
         return False
     write_corpora(storage, scale=scale, seed=config.prepare.seed)
     return True
@@ -83,6 +85,19 @@ class _Rounds:
     def add(self, record: RoundRecord) -> None:
         self.done.append(record)
         self.storage.write_json(self.rel, {"key": self.key, "rounds": self.done})
+
+
+def _synthesize(config: ForgeConfig, dataset, storage: Storage, address: str | None, say, t0: float):
+    """Restricted sources -> synthetic sources; the dataset to train on, with them added."""
+    from forge_ray.synthesize import synthesize, training_dataset
+
+    cfg = config.model_copy(update={"synthesize": config.synthesize.model_copy(
+        update={"dataset_version": dataset.version})})  # the version prepare just made, not LATEST
+    for source, m in synthesize(cfg, storage, address).items():
+        c = m["counts"]
+        say(f"[synthesize] {m['name']} <- {source} ({m['strategy']}): kept {c['kept']} of {c['samples']} samples"
+            f"{', dropped ' + str(c['dropped']) if c['dropped'] else ''} ({time.monotonic() - t0:.0f}s)")
+    return training_dataset(config, dataset)
 
 
 def _complete_all(endpoint, key: str, max_tokens: int = 16) -> list[dict]:
@@ -125,6 +140,8 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
 
     dataset = prepare_dataset(config, storage, address)
     say(f"[prepare] dataset {dataset.dataset}/{dataset.version} at {dataset.path} ({time.monotonic() - t0:.0f}s)")
+    if config.synthesize.sources:
+        dataset = _synthesize(config, dataset, storage, address, say, t0)
     result = PipelineResult(dataset=f"{dataset.dataset}/{dataset.version}")
     registry = Registry(storage, config.model.name)
     record = _Rounds(storage, config, dataset.version)

@@ -13,6 +13,10 @@ from tests.s3_server import s3_env, s3_root, s3_server  # noqa: F401  (fixtures:
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "jobs" / "configs" / "demo.yaml"
+# The demo forge file without its synthetic source, for tests that train on a prepared dataset they did not
+# synthesise (the demo's mixture weighs escalations_synthetic, which only `forge synthesize` / the pipeline makes).
+DEMO_WITHOUT_SYNTHETIC = ["synthesize.sources={}", "mixture.weights={docs: 0.4, code: 0.3, tickets: 0.3, escalations: 0}",
+                          "mixture.max_epochs={tickets: 4.0}"]
 
 
 def pytest_collection_modifyitems(items):

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from forge_ray.corpora.code import code_records
 from forge_ray.corpora.docs import docs_records
+from forge_ray.corpora.escalations import escalation_records
 from forge_ray.corpora.tickets import ticket_records
 from forge_ray.storage import Storage
 
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 CORPORA_DIR = "corpora"
 
 # scale 1.0 is the demo size (~3 MB of text); tests use a small fraction.
-_FULL = {"docs_topics": None, "code_bytes": 2_000_000, "tickets": 1200}
+_FULL = {"docs_topics": None, "code_bytes": 2_000_000, "tickets": 1200, "escalations": 300}
+# Written last: its presence means every corpus file is there (pipeline.ensure_embedded_corpora).
+LAST_FILE = "escalations.planted.json"
 
 
 def _jsonl(records: list[dict]) -> bytes:
@@ -33,7 +36,7 @@ def _parquet(records: list[dict]) -> bytes:
 
 
 def write_corpora(storage: Storage, scale: float = 1.0, seed: int = 0) -> dict[str, dict]:
-    """Write docs (jsonl), code (parquet) and tickets (jsonl + planted values); return a summary.
+    """Write docs (jsonl), code (parquet), tickets and escalations (jsonl + planted values); return a summary.
 
     The output is a pure function of (scale, seed, Python version): re-running rewrites
     the same bytes, so content hashes in later manifests stay stable.
@@ -46,12 +49,15 @@ def write_corpora(storage: Storage, scale: float = 1.0, seed: int = 0) -> dict[s
     docs = list(docs_records(limit=n_topics))
     code = list(code_records(max_bytes=max(50_000, int(_FULL["code_bytes"] * scale))))
     tickets, planted = ticket_records(n=max(20, int(_FULL["tickets"] * scale)), seed=seed)
+    escalations, esc_planted = escalation_records(n=max(20, int(_FULL["escalations"] * scale)), seed=seed)
 
     files = {
         f"{CORPORA_DIR}/docs/docs.jsonl": _jsonl(docs),
         f"{CORPORA_DIR}/code/code.parquet": _parquet(code),
         f"{CORPORA_DIR}/tickets/tickets.jsonl": _jsonl(tickets),
         f"{CORPORA_DIR}/tickets.planted.json": (json.dumps(planted, indent=2) + "\n").encode(),
+        f"{CORPORA_DIR}/escalations/escalations.jsonl": _jsonl(escalations),
+        f"{CORPORA_DIR}/{LAST_FILE}": (json.dumps(esc_planted, indent=2) + "\n").encode(),
     }
     for rel, data in files.items():
         storage.write_bytes(rel, data)
@@ -63,6 +69,12 @@ def write_corpora(storage: Storage, scale: float = 1.0, seed: int = 0) -> dict[s
             "bytes": len(files[f"{CORPORA_DIR}/tickets/tickets.jsonl"]),
             "planted_values": len(planted["values"]),
             "canaries": len(planted["canaries"]),
+        },
+        "escalations": {
+            "records": len(escalations),
+            "bytes": len(files[f"{CORPORA_DIR}/escalations/escalations.jsonl"]),
+            "planted_values": len(esc_planted["values"]),
+            "canaries": len(esc_planted["canaries"]),
         },
     }
     log.info("wrote embedded corpora under %s: %s", storage.url(CORPORA_DIR), summary)

@@ -3,9 +3,15 @@
     <root>/datasets/<dataset>/<version>/synthetic/<source>/manifest.json
     <root>/datasets/<dataset>/<version>/synthetic/<source>/shards/<name>/train-<nnnnn>.parquet
     <root>/datasets/<dataset>/<version>/synthetic/<source>/samples.jsonl   (kept records, for reports)
+    <root>/datasets/<dataset>/<version>/synthetic/<source>/preview.jsonl   (a few {redacted, synthetic} pairs)
 
     synth = open_synthetic(dataset, "tickets")          # a PreparedDataset with one source, <name>
     plan = build_plan([dataset, synth], cfg.mixture, ...)
+    mixed = with_synthetic(dataset, ["tickets"])        # one PreparedDataset: the dataset + its synthetic sources
+
+`preview.jsonl` pairs a kept sample with the redacted form of the record it came from (every detected
+value a placeholder such as <PERSON>: what prepare's `redact` policy puts in shards), for the run
+report; it never holds a restricted record's values.
 
 Shards are the prepared dataset's own format, packed by prepare's `pack_and_write` with its tokenizer, so
 `open_synthetic` returns a `PreparedDataset` (same dataset and version, its shard paths under
@@ -24,6 +30,7 @@ from forge_ray.synthesize.records import SynthesizeError
 
 SYNTHETIC_DIR = "synthetic"
 SAMPLES_FILE = "samples.jsonl"
+PREVIEW_FILE = "preview.jsonl"
 
 
 def synthetic_rel(dataset: PreparedDataset, source: str) -> str:
@@ -42,8 +49,10 @@ def _tokenize(batch: dict, tokenizer_json: str) -> dict:
 
 
 def write_synthetic(dataset: PreparedDataset, source: str, name: str, texts: list[str], manifest: dict,
-                    shard_sequences: int) -> dict:
-    """Tokenize and pack `texts` (prepare's own packer, on Ray Data) and write the manifest, atomically."""
+                    shard_sequences: int, preview: list[dict] | None = None) -> dict:
+    """Tokenize and pack `texts` (prepare's own packer, on Ray Data) and write the manifest, atomically.
+
+    `preview`: a few {redacted, synthetic} pairs for the run report (redacted originals only)."""
     import pyarrow as pa
     import ray.data
 
@@ -67,6 +76,8 @@ def write_synthetic(dataset: PreparedDataset, source: str, name: str, texts: lis
                     "splits": {sp: splits[(name, sp)] for sp in ("train", "eval")}}
         with storage.fs.open(posixpath.join(tmp, SAMPLES_FILE), "wb") as f:
             f.write("".join(json.dumps({"text": t}) + "\n" for t in texts).encode())
+        with storage.fs.open(posixpath.join(tmp, PREVIEW_FILE), "wb") as f:
+            f.write("".join(json.dumps(p, sort_keys=True) + "\n" for p in preview or []).encode())
         with storage.fs.open(posixpath.join(tmp, MANIFEST), "wb") as f:
             f.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return manifest
@@ -90,6 +101,59 @@ def open_synthetic(dataset: PreparedDataset, source: str) -> PreparedDataset:
     view = {**dataset.manifest, "source_order": [name], "synthetic": {"source": source, "strategy": manifest["strategy"]},
             "sources": {name: {"counts": manifest["counts"], "splits": splits}}}
     return PreparedDataset(storage=dataset.storage, dataset=dataset.dataset, version=dataset.version, manifest=view)
+
+
+def with_synthetic(dataset: PreparedDataset, sources: list[str]) -> PreparedDataset:
+    """`dataset` with the synthetic sources of `sources` added, as one PreparedDataset (what the pipeline
+    trains on: training takes one dataset). Their shards stay under `synthetic/`; nothing is copied."""
+    if not sources:
+        return dataset
+    manifest = {**dataset.manifest, "sources": dict(dataset.manifest["sources"]),
+                "source_order": list(dataset.sources), "synthetic_sources": {}}
+    for source in sources:
+        synth = open_synthetic(dataset, source)
+        name = synth.sources[0]
+        if name in manifest["sources"]:
+            raise SynthesizeError(f"synthetic source {name!r} clashes with a source of {dataset.dataset}/{dataset.version}")
+        # Its "inputs" (what an exported version's lineage lists per source): the restricted file it was
+        # made from, by hash only, and the synthesis that made it.
+        made = read_manifest(dataset, source) or {}
+        restricted = (made.get("lineage") or {}).get("restricted") or {}
+        inputs = [{"uri": f"{SYNTHETIC_DIR}/{source} <- {restricted.get('file', '?')}", "sha256": restricted.get("sha256"),
+                   "records": restricted.get("records"), "synthesis_id": made.get("synthesis_id")}]
+        manifest["sources"][name] = {**synth.manifest["sources"][name], "inputs": inputs}
+        manifest["source_order"].append(name)
+        manifest["synthetic_sources"][name] = synth.manifest["synthetic"]
+    return PreparedDataset(storage=dataset.storage, dataset=dataset.dataset, version=dataset.version, manifest=manifest)
+
+
+def training_dataset(config, dataset: PreparedDataset) -> PreparedDataset:
+    """The dataset training reads: `dataset` plus the synthetic source of every `synthesize.sources` entry
+    (they must have been made: `forge synthesize`, or the pipeline, which runs it)."""
+    return with_synthetic(dataset, list(config.synthesize.sources))
+
+
+def list_synthetic(dataset: PreparedDataset) -> dict[str, dict]:
+    """{restricted source: manifest} of every complete synthetic source of the dataset version."""
+    base = f"{version_dir(dataset.dataset, dataset.version)}/{SYNTHETIC_DIR}"
+    if not dataset.storage.exists(base):
+        return {}
+    out = {}
+    for path in sorted(dataset.storage.fs.ls(dataset.storage.path(base), detail=False)):
+        source = posixpath.basename(path.rstrip("/"))
+        manifest = read_manifest(dataset, source) if not source.startswith(".") else None
+        if manifest is not None:
+            out[source] = manifest
+    return out
+
+
+def read_preview(dataset: PreparedDataset, source: str, limit: int = 5) -> list[dict]:
+    """{redacted, synthetic} pairs: kept samples beside the redacted form of their record (for the report)."""
+    rel = f"{synthetic_rel(dataset, source)}/{PREVIEW_FILE}"
+    if not dataset.storage.exists(rel):
+        return []
+    lines = dataset.storage.read_bytes(rel).decode().splitlines()
+    return [json.loads(x) for x in lines[:limit] if x.strip()]
 
 
 def read_samples(dataset: PreparedDataset, source: str, limit: int = 5) -> list[str]:

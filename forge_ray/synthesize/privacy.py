@@ -8,6 +8,9 @@ in `check_failures` and once in `dropped`):
 - `canary`: a planted canary string appears;
 - `source_value`: a value detected in the sample's own source record appears (as written, without
   separators for numbers, or a person's name token as a whole word);
+- `restricted_value`: a value detected in *any* restricted record appears as an entity of the sample
+  (a fake the strategy inserted, or what the re-scan finds): a fake that happens to equal another
+  record's value, or a value copied across records, is dropped too;
 - `shared_ngram`: a run of `ngram_tokens` tokens (words and punctuation, lower-cased) is shared with
   any restricted record: exact, by 64-bit hashes of every window in a sorted array;
 - `pii_rescan`: the prepare scanner finds an entity that no fake of the strategy covers;
@@ -84,6 +87,16 @@ def minhash(th: np.ndarray) -> np.ndarray:
     return mixed.min(axis=1)
 
 
+def _forms(value: str) -> list[str]:
+    """The forms a value is matched by: folded (>= 4 characters), and compact when it has digits (>= 6)."""
+    folded = " ".join(value.lower().split())
+    compact = re.sub(r"[\W_]", "", folded)
+    out = [folded] if len(folded) >= 4 else []
+    if len(compact) >= 6 and any(ch.isdigit() for ch in compact):
+        out.append(compact)
+    return out
+
+
 @dataclass
 class Verdict:
     failed: list[str]
@@ -97,6 +110,8 @@ class PrivacyIndex:
     def __init__(self, ngrams, probes, signatures, values, canaries, n, probe, min_distance):
         self.ngrams, self.probes, self.signatures = ngrams, probes, signatures
         self.values, self.canaries = values, canaries
+        # every restricted value, as written (case and spaces folded) and without separators when it has digits
+        self.all_values = {f for vals in values.values() for _, v in vals for f in _forms(v)}
         self.n, self.probe, self.min_distance = n, probe, min_distance
 
     @classmethod
@@ -136,6 +151,9 @@ class PrivacyIndex:
             failed.append("canary")
         if self._has_source_value(text, self.values.get(index, [])):
             failed.append("source_value")
+        entities = [text[a:b] for a, b in inserted] + [text[a:b] for a, b, _ in rescan_spans or []]
+        if any(f in self.all_values for v in entities for f in _forms(v)):
+            failed.append("restricted_value")
         th = _token_hashes(tokens(text)[0])
         if np.isin(window_hashes(th, self.n), self.ngrams).any():
             failed.append("shared_ngram")

@@ -150,10 +150,16 @@ def _one(config, dataset, source, records, lineage, gen: Generator, canaries) ->
         results = sorted(checked.take_all(), key=lambda r: (int(r["index"]), int(r["j"])))
     except Exception as e:  # a task's error (a teacher that did not load) as one message, nothing written
         cause = getattr(e, "cause", None) or e
+        while cause.__cause__ is not None:  # Ray Data wraps the UDF's exception (UserCodeException)
+            cause = cause.__cause__
         raise SynthesizeError(f"synthesis of {source!r} failed: {type(cause).__name__}: {cause}") from None
+    errors = sorted({str(r["error"]) for r in results if r.get("error")})
+    if errors:  # the generator failed inside its stage (a teacher that did not load): nothing written
+        raise SynthesizeError(f"synthesis of {source!r} failed: {errors[0]}")
     gen_s = time.time() - start - scan_s
 
     kept = [str(r["text"]) for r in results if r["failed"] == "[]"]
+    preview = _preview(recs, results)
     dropped, failures = {}, {}
     for r in results:
         failed = json.loads(r["failed"])
@@ -169,7 +175,7 @@ def _one(config, dataset, source, records, lineage, gen: Generator, canaries) ->
         "dataset": dataset.dataset, "dataset_version": dataset.version,
         "config": json.loads(cfg.model_dump_json(include={"seed", "samples_per_record", "date_shift_days", "privacy"})
                              ) | {"source": json.loads(cfg.sources[source].model_dump_json())},
-        "lineage": {"restricted": lineage},
+        "lineage": {"restricted": lineage, "source_inputs": _source_inputs(dataset, source)},
         "counts": {"records": len(recs), "records_with_entities": with_spans, "samples": len(results),
                    "kept": len(kept), "dropped": dict(sorted(dropped.items())),
                    "check_failures": dict(sorted(failures.items()))},
@@ -181,7 +187,28 @@ def _one(config, dataset, source, records, lineage, gen: Generator, canaries) ->
         "seconds": {"scan": round(scan_s, 2), "generate_and_check": round(gen_s, 2)},
     }
     manifest = write_synthetic(dataset, source, cfg.output_name(source), kept, manifest,
-                               config.prepare.shard_sequences)
+                               config.prepare.shard_sequences, preview)
     log.info("synthetic %s (%s): %d of %d samples kept, dropped %s", source, gen.strategy, len(kept),
              len(results), dropped or "none")
     return manifest
+
+
+PREVIEW_PAIRS = 5
+
+
+def _preview(recs, results, limit: int = PREVIEW_PAIRS) -> list[dict]:
+    """The first kept samples (one per record) beside their record's redacted form: placeholders only,
+    never a detected value (the report shows these)."""
+    by_index = {r.index: r for r in recs}
+    out = []
+    for r in results:
+        if r["failed"] == "[]" and int(r["j"]) == 0 and len(out) < limit:
+            out.append({"record": int(r["index"]), "redacted": by_index[int(r["index"])].redacted,
+                        "synthetic": str(r["text"])})
+    return out
+
+
+def _source_inputs(dataset, source: str) -> list[dict]:
+    """The restricted source's input files as prepare's manifest records them (names, sizes, sha256)."""
+    return [{k: f[k] for k in ("uri", "sha256", "bytes") if k in f}
+            for f in dataset.manifest["sources"][source].get("inputs", []) if isinstance(f, dict)]

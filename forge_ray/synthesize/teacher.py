@@ -86,14 +86,18 @@ class TeacherEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if self.error:
-            raise SynthesizeError(self.error)
-        room = self.cfg["max_model_len"] - self.cfg["max_tokens"]
-        prompts = [TokensPrompt(prompt_token_ids=self.tok(str(p))["input_ids"][-room:]) for p in batch["prompt"]]
-        params = [SamplingParams(temperature=self.cfg["temperature"], top_p=self.cfg["top_p"],
-                                 max_tokens=self.cfg["max_tokens"], seed=int(s)) for s in batch["seed"]]
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
-        return {**batch, "raw": [o.outputs[0].text for o in outs]}
+        n = len(batch["prompt"])
+        if self.error:  # reported in the rows: Ray Data's wrapper would hide the message from the driver
+            return {**batch, "raw": [""] * n, "error": [self.error] * n}
+        try:
+            room = self.cfg["max_model_len"] - self.cfg["max_tokens"]
+            prompts = [TokensPrompt(prompt_token_ids=self.tok(str(p))["input_ids"][-room:]) for p in batch["prompt"]]
+            params = [SamplingParams(temperature=self.cfg["temperature"], top_p=self.cfg["top_p"],
+                                     max_tokens=self.cfg["max_tokens"], seed=int(s)) for s in batch["seed"]]
+            outs = self.llm.generate(prompts, params, use_tqdm=False)
+        except Exception as e:  # noqa: BLE001 - the message reaches the driver, which fails with it
+            return {**batch, "raw": [""] * n, "error": [f"teacher generation failed: {type(e).__name__}: {e}"] * n}
+        return {**batch, "raw": [o.outputs[0].text for o in outs], "error": [""] * n}
 
 
 def fill_stage(batch: dict, seed: int, source: str) -> dict:
@@ -103,7 +107,8 @@ def fill_stage(batch: dict, seed: int, source: str) -> dict:
         text, ranges = fill_placeholders(str(raw).strip(), Fakes(sample_rng(seed + 1, source, int(i), int(j))))
         texts.append(text)
         inserted.append(json.dumps(ranges))
-    return {"index": batch["index"], "j": batch["j"], "text": texts, "inserted": inserted, "prompt": batch["prompt"]}
+    return {"index": batch["index"], "j": batch["j"], "text": texts, "inserted": inserted, "prompt": batch["prompt"],
+            "error": batch["error"]}
 
 
 class TeacherGenerator(Generator):

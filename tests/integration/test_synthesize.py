@@ -6,6 +6,7 @@ The demo corpora at a small scale with `tickets` made restricted, prepared once 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -76,7 +77,7 @@ def test_surrogate_source_passes_the_checks_and_mixes(restricted_root, tmp_path)
     from forge_ray.mixture import build_plan
     from forge_ray.prepare.dataset import open_dataset
     from forge_ray.storage import Storage
-    from forge_ray.synthesize import open_synthetic, read_samples, synthesize
+    from forge_ray.synthesize import open_synthetic, read_preview, read_samples, synthesize
 
     root = _copy(restricted_root, tmp_path)
     config = _config(root)
@@ -89,8 +90,13 @@ def test_surrogate_source_passes_the_checks_and_mixes(restricted_root, tmp_path)
     ds = open_dataset(Storage(str(root)), config.prepare.dataset)
     texts = read_samples(ds, "tickets", limit=10_000)
     planted = _planted(root)
-    assert not [v for v in planted["values"] if v["value"] in "\n".join(texts)]   # no real value survives
+    # no real value survives (whole: a fake 192.0.2.169 does not hold a real 192.0.2.16)
+    assert not [v for v in planted["values"] if re.search(rf"(?<!\w){re.escape(v['value'])}(?!\w)", "\n".join(texts))]
     assert not [c for c in planted["canaries"] if c["canary"] in "\n".join(texts)]
+    pairs = read_preview(ds, "tickets")  # what the run report shows: kept samples beside redacted originals
+    assert pairs and all(re.search(r"<[A-Z_]+>", p["redacted"]) and p["synthetic"] in texts for p in pairs)
+    shown = "\n".join(p["redacted"] + "\n" + p["synthetic"] for p in pairs)
+    assert not [v for v in planted["values"] if re.search(rf"(?<!\w){re.escape(v['value'])}(?!\w)", shown)]
     synth = open_synthetic(ds, "tickets")
     plan = build_plan([ds, synth], MixtureConfig(), global_batch_size=4, total_steps=3)
     assert "tickets_synthetic" in plan.sources and synth.num_sequences("tickets_synthetic", "train") > 0

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from forge_ray.offline import OFFLINE_ENV
-from tests.conftest import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG, DEMO_WITHOUT_SYNTHETIC
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SMALL = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=1", "model.num_kv_heads=1",
@@ -30,7 +30,7 @@ def _config(root, name: str, extra: list[str]):
     from forge_ray.config import load_config
 
     return load_config(DEMO_CONFIG, [f"project.storage_root={root}", f"train.run_name={name}",
-                                     f"model.name={name}", *SMALL, *extra])
+                                     f"model.name={name}", *DEMO_WITHOUT_SYNTHETIC, *SMALL, *extra])
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,14 @@ data:
 """
 
 
-def test_demo_config_loads_with_three_sources():
+def test_demo_config_loads_with_four_sources_one_restricted():
     cfg = load_config(DEMO_CONFIG)
     assert cfg.project.name == "demo"
-    assert cfg.data.names == ["docs", "code", "tickets"]
+    assert cfg.data.names == ["docs", "code", "tickets", "escalations"]
     assert cfg.data.source("tickets").sensitivity == "internal"
+    assert cfg.data.source("escalations").sensitivity == "restricted"  # trained on only as a synthetic source
+    assert cfg.synthesize.sources["escalations"].strategy == "surrogate"
+    assert cfg.mixture.weights["escalations"] == 0 and cfg.mixture.weights["escalations_synthetic"] > 0
 
 
 def test_minimal_file_gets_defaults(tmp_path):

@@ -15,6 +15,11 @@ from tests.conftest import DEMO_CONFIG
 def forge_file(tmp_path, prepared: bool = True):
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     raw["project"]["storage_root"] = str(tmp_path / "root")
+    # without the demo's restricted escalations and its synthetic source: this dataset is docs, code, tickets
+    raw["data"]["sources"] = [s for s in raw["data"]["sources"] if s["name"] != "escalations"]
+    raw["synthesize"]["sources"] = {}
+    for field in ("weights", "max_epochs"):
+        raw["mixture"][field] = {k: v for k, v in raw["mixture"][field].items() if not k.startswith("escalations")}
     if prepared:
         write_synthetic_dataset(Storage(str(tmp_path / "root")), raw["prepare"]["dataset"],
                                 {"docs": 400, "code": 300, "tickets": 100}, seq_len=16)

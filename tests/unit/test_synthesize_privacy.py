@@ -20,7 +20,7 @@ def _index(scope="all", canaries=(), **cfg):
 
 def test_a_copy_of_the_input_is_caught_by_every_check():
     v = _index().check(TEXT, 0, [], rescan_spans=[(23, 35, "PERSON")])
-    assert v.failed == ["source_value", "shared_ngram", "pii_rescan"]
+    assert v.failed == ["source_value", "restricted_value", "shared_ngram", "pii_rescan"]
     assert v.distance == 0.0 and v.shared_tokens >= 13
 
 
@@ -55,3 +55,13 @@ def test_min_distance_drops_close_records_and_distances_are_summarised():
     assert "too_close" in index.check(TEXT.replace("Amara", "Bruno"), 5, [], None).failed
     d = distribution([0.1, 0.5, 0.9])
     assert d["count"] == 3 and sum(d["histogram_0_to_1"]) == 3
+
+
+def test_a_fake_equal_to_another_records_value_is_dropped():
+    index = _index()
+    text = "The refund goes to GB82 WEST 1234 5698 7654 32 as agreed."  # record 0's IBAN, in a sample of record 1
+    at = text.index("GB82")
+    v = index.check(text, 1, [(at, at + len(IBAN))], rescan_spans=[])
+    assert v.failed == ["restricted_value"]
+    other = "The refund goes to DE89 3704 0044 0532 0130 00 as agreed."
+    assert index.check(other, 1, [(19, 46)], rescan_spans=[]).failed == []

@@ -31,7 +31,7 @@ def _demo(overrides):
 
 def test_config_rules_name_the_problem():
     with pytest.raises(Exception, match="prepare writes no restricted records"):
-        _demo(["synthesize.sources={tickets: {strategy: surrogate}}"])
+        _demo(["synthesize.sources={escalations: {strategy: surrogate}, tickets: {strategy: surrogate}}"])
     with pytest.raises(Exception, match="strategy 'template' needs a `template` section"):
         _demo(["synthesize.sources={tickets: {strategy: template}}"])
     with pytest.raises(Exception, match="exactly one of `model`"):
@@ -45,6 +45,8 @@ def test_mixture_may_weigh_a_synthetic_source():
     raw["data"]["sources"][2]["sensitivity"] = "restricted"
     raw["synthesize"] = {"sources": {"tickets": {"strategy": "surrogate"}}}
     raw["mixture"]["weights"]["tickets_synthetic"] = 0.2
+    for field in ("weights", "max_epochs"):  # the demo's own synthetic source, not made here
+        raw["mixture"][field].pop("escalations_synthetic")
     from forge_ray.config import ForgeConfig
 
     cfg = ForgeConfig.model_validate(raw)
