@@ -22,7 +22,10 @@ message and exit non-zero, without a traceback; `--verbose` shows debug logs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 from forge_ray import __version__
 from forge_ray.cli import dataset, demo, jobs, mixture, prepare, status, submit, synthesize, train, validate
@@ -60,14 +63,47 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"forge {args.command} takes no arguments after --")
     args.job_args = extra
     setup_logging(args.verbose)
+    # SIGTERM (a job stop, a service manager, `kill`) ends a command as Ctrl-C does.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         return int(args.func(args) or 0)
     except ForgeError as e:
         print(f"forge {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"forge {args.command}: interrupted", file=sys.stderr)
+        print(f"forge {args.command}: interrupted; stopping", file=sys.stderr, flush=True)
+        _stop_ray()
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_ray() -> None:
+    """Disconnect; a local cluster this process started stops with it (its workers, replicas and
+    engines are killed: artefacts are written atomically, so what was complete stays complete)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    import psutil
+
+    # A local cluster's processes descend from this one (GCS, raylet, workers, and what workers
+    # start: vLLM's engine core). One whose parent dies first is re-parented and outlives
+    # `ray.shutdown`: take the list before, end the survivors after.
+    ours = psutil.Process().children(recursive=True)
+    ray.shutdown()
+    _, alive = psutil.wait_procs(ours, timeout=3)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     from forge_ray.storage import Storage
 
     config = load(args, check_storage=False)
+    from forge_ray.synthesize import training_dataset
+
     dataset = open_dataset(Storage(config.project.storage_root), config.prepare.dataset, args.dataset_version)
+    dataset = training_dataset(config, dataset)  # the synthetic sources of `synthesize.sources` mix too
     plan = build_plan(dataset, config.mixture, config.train.global_batch_size, config.train.steps)
     print(json.dumps(plan.to_json(), indent=2) if args.json else plan.summary())
     return 0

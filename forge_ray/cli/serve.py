@@ -9,6 +9,7 @@ Promote another version (`forge registry promote`) while it runs: the replicas h
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import time
 
@@ -53,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{time.strftime('%H:%M:%S', time.localtime(e['time']))} {e['event']:12s} "
                           f"{e['version']}: {e['detail']}", flush=True)
     except KeyboardInterrupt:
-        print("stopping the endpoint")
-        stop_serving(endpoint)
+        if args.address or os.environ.get("RAY_ADDRESS"):
+            print("stopping the endpoint", flush=True)
+            stop_serving(endpoint)  # the app lives on a cluster this process does not own
+        else:
+            # The local cluster goes down with this process: main's handler stops it at once,
+            # without Serve's graceful replica shutdown (~30 s per replica).
+            raise
     return 0

@@ -9,6 +9,7 @@ import argparse
 import json
 
 from forge_ray.cli.submit import add_address_arg
+from forge_ray.errors import ForgeError
 
 HELP = "show the cluster's resources, running jobs, Serve applications and the served version"
 
@@ -24,9 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from forge_ray.config import load_config
     from forge_ray.operate.client import job_client
-    from forge_ray.operate.status import cluster_status, format_status
+    from forge_ray.operate.status import cluster_status, format_status, storage_status
 
     config = load_config(args.config) if args.config else None
-    info = cluster_status(job_client(args.address), config)
+    try:
+        client = job_client(args.address)
+    except ForgeError as e:
+        if config is None:
+            raise
+        info = storage_status(config, str(e).split(";")[0])  # runs and versions are on storage
+    else:
+        info = cluster_status(client, config)
     print(json.dumps(info, indent=2) if args.json else format_status(info))
     return 0

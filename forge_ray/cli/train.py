@@ -48,7 +48,9 @@ def run_train(args: argparse.Namespace) -> int:
     from forge_ray.train import run_training
 
     storage = Storage(config.project.storage_root)
-    dataset = open_dataset(storage, config.prepare.dataset)
+    from forge_ray.synthesize import training_dataset
+
+    dataset = training_dataset(config, open_dataset(storage, config.prepare.dataset))  # + synthetic sources
     connect_for(config, args.address)
     result = run_training(config, dataset, storage)
     last = result.metrics[-1] if result.metrics else {}

@@ -65,3 +65,13 @@ class ForgeConfig(Section):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _tokenizer_defaults_to_init_from(self) -> ForgeConfig:
+        # Open weights come with their tokenizer: unless the file chose one, reuse the folder's own.
+        tok, folder = self.prepare.tokenizer, self.model.init_from or self.model.upcycle_from
+        if folder and "mode" not in tok.model_fields_set and tok.mode == "train":
+            reused = tok.model_copy(update={"mode": "reuse", "path": folder})
+            reused.model_fields_set.update({"mode", "path"})
+            object.__setattr__(self.prepare, "tokenizer", reused)
+        return self

@@ -76,7 +76,18 @@ def served_version(config) -> dict[str, Any]:
         info = registry.get(pointer.version)
         out["created"] = info.created
         out["dataset_version"] = info.manifest.get("lineage", {}).get("dataset_version")
+    if pointer.history:  # the last promote / rollback: the swap the replicas follow
+        last = pointer.history[-1]
+        out["last_change"] = {k: last.get(k) for k in ("action", "version", "time", "reason")}
     return out
+
+
+def runs_status(config) -> list[dict[str, Any]]:
+    """The project's training runs, read from its storage (forge_ray/operate/runs.py)."""
+    from forge_ray.operate.runs import training_runs
+    from forge_ray.storage import Storage
+
+    return training_runs(Storage(config.project.storage_root))
 
 
 def endpoint_version(config, host: str) -> dict[str, Any]:
@@ -113,10 +124,25 @@ def cluster_status(client, config=None) -> dict[str, Any]:
             for j in jobs
         ],
         "serve": _tolerant(serve_applications, client),
+        "training_runs": _tolerant(runs_status, config) if config is not None else None,
         "served_version": _tolerant(served_version, config) if config is not None else None,
         "endpoint": _tolerant(endpoint_version, config, urlparse(client.get_address()).hostname)
         if config is not None
         else None,
+    }
+
+
+def storage_status(config, reason: str) -> dict[str, Any]:
+    """What the project's storage alone tells (no cluster answers: e.g. a `forge train` on its own
+    local cluster, which runs no dashboard): training runs and the served version."""
+    return {
+        "address": f"unreachable ({reason})",
+        "resources": {"unavailable": "no cluster"},
+        "jobs": [],
+        "serve": {"unavailable": "no cluster"},
+        "training_runs": _tolerant(runs_status, config),
+        "served_version": _tolerant(served_version, config),
+        "endpoint": None,
     }
 
 
@@ -145,6 +171,13 @@ def format_status(info: dict[str, Any]) -> str:
         for name, app in serve.items():
             deps = ", ".join(f"{d} {s}" for d, s in app["deployments"].items())
             lines.append(f"  {name}  {app['status']}  route {app['route_prefix']}  [{deps}]")
+    runs = info.get("training_runs")
+    if isinstance(runs, dict):
+        lines.append(f"training runs: unavailable ({runs['unavailable']})")
+    elif runs is not None:
+        from forge_ray.operate.runs import format_runs
+
+        lines.extend(format_runs(runs))
     served = info["served_version"]
     if served is None:
         lines.append("served version: pass -c FILE to read it from the project's registry")
@@ -157,6 +190,9 @@ def format_status(info: dict[str, Any]) -> str:
             f"served version: {served['model']} {served['version']} (generation {served['generation']}, "
             f"created {served.get('created') or '?'}, dataset {served.get('dataset_version') or '?'})"
         )
+        if change := served.get("last_change"):
+            lines.append(f"  last change: {change['action']} {change['version']} at {change['time']}"
+                         + (f" ({change['reason']})" if change.get("reason") else ""))
     endpoint = info.get("endpoint")
     if endpoint:
         where = endpoint.get("url", "endpoint")

@@ -45,6 +45,7 @@ def main(out_path: str) -> None:
             cwd=REPO, env=head.env, capture_output=True, text=True, timeout=1200)
         seen["ray_job_submit"] = {"rc": job.returncode, "tail": job.stdout[-4000:] + job.stderr[-2000:],
                                   "forge_lines": forge_lines(job.stdout),
+                                  "output": job.stdout.splitlines(),  # what the operator saw, all of it
                                   "seconds": round(time.monotonic() - t0, 1)}
         key = (root / "secrets" / "api_keys").read_text().split()[0]
         base = f"http://127.0.0.1:{port}/v1"

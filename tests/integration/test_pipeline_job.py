@@ -5,11 +5,13 @@ real head, inside a network namespace that has only loopback (nothing in the pat
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 
 from tests.conftest import REPO
+from tests.integration.test_operator_output import engine_lines
 
 
 def test_pipeline_job_serves_a_completion_with_only_loopback(tmp_path):
@@ -28,6 +30,14 @@ def test_pipeline_job_serves_a_completion_with_only_loopback(tmp_path):
     assert first["rc"] == 0, first["tail"]
     said = "\n".join(first["forge_lines"])
     assert "[done] 1 round(s)" in said and "promoted: demo-moe-r1-" in said, first["tail"]
+    # What the operator reads (issue 22): forge's lines, not the engines'; one line per logged step
+    # (train.log_every 1, 6 steps), a progress display for prepare, where the engines' logs went.
+    output = first["output"]
+    assert not engine_lines(output), engine_lines(output)[:20]
+    steps = [m.group(1) for line in output if (m := re.match(r"\[train\] step +(\d+)/6 ", line))]
+    assert steps == [str(i) for i in range(1, 7)], [line for line in output if "step" in line]
+    assert any(line.startswith("[prepare] |") for line in output), output[:40]
+    assert sum(line.startswith("[ray] engine logs") for line in output) == 1
     c1 = seen["completion_1"]
     # A 6-step model's greedy text may well be all spaces (the mixture order, and so the model,
     # moves with the dataset version): what must hold is that it generated, and from this round.
