@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
+import tempfile
 
 from forge_ray.offline import OFFLINE_ENV, apply_offline_env
 
@@ -28,9 +30,55 @@ WORKER_ENV = {
 }
 
 
+HAPROXY_STATS_PORT, HAPROXY_METRICS_PORT = 8404, 9101   # Ray's defaults; serve.haproxy_*_port
+
+
+# Never put into a job's runtime env: Ray keeps runtime envs in its GCS and job records and shows
+# them on the dashboard. Nodes read object-store keys from their own environment (cluster/README.md).
+SECRET_ENV = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+
+
 def job_env_vars(extra: dict | None = None) -> dict[str, str]:
-    """The environment every worker of a forge job gets: offline, WORKER_ENV, then `extra`."""
-    return {**OFFLINE_ENV, **WORKER_ENV, **(extra or {})}
+    """The environment every worker of a forge job gets: offline, WORKER_ENV, then `extra`
+    (object-store keys left out: see SECRET_ENV)."""
+    env = {**OFFLINE_ENV, **WORKER_ENV, **(extra or {})}
+    if dropped := sorted(SECRET_ENV & set(env)):
+        log.warning("not passing %s to the job's runtime env (kept by Ray at rest); set them on the nodes", dropped)
+    return {k: v for k, v in env.items() if k not in SECRET_ENV}
+
+
+def private_dir(name: str, root: str | None = None) -> str:
+    """A directory only this user can enter (0700), created if missing. Refused when it exists and
+    belongs to someone else or others may write it: in a shared /tmp another user could create it
+    first and then own what Ray puts there (HAProxy's admin socket takes runtime commands)."""
+    path = os.path.join(root or tempfile.gettempdir(), f"forge-{name}-{os.getuid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise PermissionError(f"{path} must be a directory owned by uid {os.getuid()} and not writable "
+                              f"by others (found uid {st.st_uid}, mode {oct(st.st_mode & 0o777)})")
+    os.chmod(path, 0o700)
+    return path
+
+
+def haproxy_env(serve_cfg=None, state_dir: str | None = None) -> dict[str, str]:
+    """Ray Serve's HAProxy settings from the serve config (a ServeConfig; None: the defaults): the
+    stats and metrics ports, and (given
+    `state_dir`, a private directory) where HAProxy keeps its admin socket, config and state: by
+    default a fixed folder in the world-writable /tmp. Ray 2.60's HAProxy template binds the stats
+    and metrics listeners on every interface (`bind *:port`, not configurable): keep those ports
+    closed to the network (firewall / NetworkPolicy; the KubeRay files expose only the serve port)."""
+    env = {"RAY_SERVE_HAPROXY_STATS_PORT": str(getattr(serve_cfg, "haproxy_stats_port", HAPROXY_STATS_PORT)),
+           "RAY_SERVE_HAPROXY_METRICS_PORT": str(getattr(serve_cfg, "haproxy_metrics_port", HAPROXY_METRICS_PORT))}
+    if state_dir:
+        env.update({
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(state_dir, "admin.sock"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(state_dir, "metrics.sock"),
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(state_dir, "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state_dir,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(state_dir, "server-state"),
+        })
+    return env
 
 
 def connect(
@@ -40,11 +88,15 @@ def connect(
     object_store_mb: int = 1024,
     runtime_env: dict | None = None,
     include_dashboard: bool = False,
+    serve_cfg=None,
 ):
     """Connect to the cluster at `address` (or RAY_ADDRESS), else start a local one.
 
     Returns the `ray` context. Every worker gets the offline environment through the
     runtime env, so nothing a job starts calls home. Calling it again is a no-op.
+    Serve's HAProxy gets its ports from `serve_cfg` (a ServeConfig); on a local cluster its admin
+    socket and state go to a private directory (a remote cluster's nodes set their own paths:
+    cluster/kuberay/*.yaml). A local cluster runs no dashboard unless asked, and then on 127.0.0.1.
     """
     import ray
 
@@ -52,23 +104,61 @@ def connect(
     if ray.is_initialized():
         return ray.get_runtime_context()
     env = dict(runtime_env or {})
-    env["env_vars"] = job_env_vars(env.get("env_vars"))
     address = address or os.environ.get("RAY_ADDRESS") or None
+    serve_env = haproxy_env(serve_cfg, None if address else private_dir("haproxy"))
+    env["env_vars"] = job_env_vars({**serve_env, **(env.get("env_vars") or {})})
+    # Workers' stdout/stderr (DeepSpeed, vLLM, Ray Train, Ray Data) stay in Ray's log files unless
+    # `forge -v`: forge prints its own progress from the driver (forge_ray/console.py).
+    from forge_ray.console import forward_worker_output
+
     if address:
         log.info("connecting to Ray cluster at %s", address)
-        return ray.init(address=address, runtime_env=env, log_to_driver=True)
+        return _init(ray, address=address, runtime_env=env, log_to_driver=forward_worker_output())
     log.info("starting a local Ray cluster (%d logical CPUs)", num_cpus)
     _bind_loopback()
-    return ray.init(
+    return _init(
+        ray,
         # "local": always a new cluster; with None Ray would join whatever `ray start` last
         # started on this machine.
         address="local",
         num_cpus=num_cpus,
         object_store_memory=object_store_mb << 20,
         include_dashboard=include_dashboard,
+        dashboard_host="127.0.0.1",
         runtime_env=env,
-        log_to_driver=True,
+        log_to_driver=forward_worker_output(),
     )
+
+
+def _init(ray, **kwargs):
+    """`ray.init`, then the driver's engine loggers to `<Ray session>/logs/forge-engines.log`,
+    beside the workers' logs, their folder printed once (all of it left alone at `forge -v`)."""
+    from forge_ray.console import ENGINE_LOG_FILE, forward_worker_output, route_engine_logs, say
+
+    ray_logger = logging.getLogger("ray")
+    quiet = not forward_worker_output()
+    if quiet:  # ray.init's own lines ("Started a local Ray instance", the auth-token notice): to the file
+        ray_logger.setLevel(logging.ERROR)
+        kwargs.setdefault("logging_level", logging.ERROR)  # ray.init sets the "ray" logger's level
+    try:
+        context = ray.init(**kwargs)
+    finally:
+        if quiet:
+            ray_logger.setLevel(logging.INFO)  # INFO again, now for the file
+
+    try:
+        import ray._private.worker as worker
+
+        logs_dir = worker._global_node.get_logs_dir_path()  # a Ray client (ray://) has no local node
+    except Exception:  # noqa: BLE001
+        logs_dir = os.path.join(tempfile.gettempdir(), "forge-logs")
+    try:  # Serve gives its logger a terminal handler when first imported: do it now, route it too
+        import ray.serve  # noqa: F401
+    except ImportError:
+        pass
+    if route_engine_logs(os.path.join(logs_dir, ENGINE_LOG_FILE)):
+        say(f"[ray] engine logs (Ray, Ray Data, DeepSpeed, vLLM): {logs_dir}  (forge -v shows them here)")
+    return context
 
 
 def _bind_loopback() -> None:
@@ -88,4 +178,5 @@ def _bind_loopback() -> None:
 def connect_for(config, address: str | None = None, **kwargs):
     """`connect` with the local-cluster resources of a forge file."""
     local = config.project.local_cluster
-    return connect(address, num_cpus=local.num_cpus, object_store_mb=local.object_store_mb, **kwargs)
+    return connect(address, num_cpus=local.num_cpus, object_store_mb=local.object_store_mb,
+                   serve_cfg=config.serve, **kwargs)

@@ -55,7 +55,20 @@ def build_app(cfg: ServeConfig, storage_root: str, model: str):
     scaling = ({"autoscaling_config": r.autoscaling.model_dump()} if r.autoscaling
                else {"num_replicas": r.num_replicas})
     return ModelServer.options(max_ongoing_requests=r.max_ongoing_requests,
-                             ray_actor_options={"num_cpus": r.num_cpus}, **scaling).bind(uri, model, cfg_json, watcher)
+                               ray_actor_options=replica_actor_options(cfg), **scaling).bind(uri, model, cfg_json, watcher)
+
+
+def replica_actor_options(cfg: ServeConfig) -> dict:
+    """Ray resources of one model replica. A GPU replica holds `num_gpus` (at least the engine's
+    tensor-parallel size, a config rule); with tensor parallelism > 1 vLLM's workers run in processes
+    the replica starts on the same node, sharing those GPUs."""
+    r = cfg.replicas
+    options: dict[str, Any] = {"num_cpus": r.num_cpus}
+    if r.num_gpus:
+        options["num_gpus"] = r.num_gpus
+    if r.accelerator_type:
+        options["accelerator_type"] = r.accelerator_type
+    return options
 
 
 def build(args: dict[str, Any]):
@@ -117,6 +130,11 @@ def wait_for_version(endpoint: Endpoint, version: str, timeout_s: float = 300.0,
 
 
 def stop_serving(endpoint: Endpoint) -> None:
+    """Delete the application; with no other application left, stop Serve too. Serve's HTTP
+    options (its port) are fixed when it starts and a later `serve.start` ignores new ones: the
+    next `start_serving` on another port must find no Serve running."""
     from ray import serve
 
     serve.delete(endpoint.app_name)
+    if not serve.status().applications:
+        serve.shutdown()

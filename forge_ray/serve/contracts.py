@@ -1,23 +1,24 @@
-"""What crosses the serve room's joints, typed: the request the front hands a replica, the events a
-replica streams back, a replica's swap result, and the swap watcher's records.
+"""What crosses the serve room's joints, typed: what the OpenAI layer answers a request, a replica's
+swap result, and the swap watcher's records.
 
-    Frontend --GenerateRequest--> ModelReplica.generate --StreamEvent...--> Frontend
+    Frontend --(route, JSON body)--> ModelReplica.openai -> OpenAIReply --> Frontend
     ModelReplica.swap -> SwapResult --(Serve handle)--> SwapCoordinator.report
     SwapCoordinator.status() -> WatcherStatus (JSON: /admin/status, `status()`, `wait_for_version`)
 
-Events and records are TypedDicts: at run time plain dicts (JSON-ready, picklable across a Serve
-handle, what the HTTP front and the admin API return), with key paths a type checker can follow.
-SwapResult is a dataclass: a value the replica builds and the watcher reads, never JSON.
+The watcher's records are TypedDicts: at run time plain dicts (JSON-ready, picklable across a Serve
+handle, what the admin API returns), with key paths a type checker can follow. SwapResult and
+OpenAIReply are dataclasses: values one side builds and the other reads, never JSON themselves.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 
 class Sampling(TypedDict, total=False):
-    """Arguments of vllm.SamplingParams (`protocol._Sampling.sampling` builds them)."""
+    """Arguments of vllm.SamplingParams for the engine's own requests (the canaries)."""
 
     max_tokens: int
     temperature: float
@@ -29,42 +30,15 @@ class Sampling(TypedDict, total=False):
     ignore_eos: bool            # canaries only: their recorded tokens ignore end-of-sequence
 
 
-class GenerateRequest(TypedDict, total=False):
-    """One validated request, as the front hands it to the replica: `messages` for chat, else `prompt`."""
+@dataclass
+class OpenAIReply:
+    """What the OpenAI layer answered one request: a JSON body with its status, or (streamed) the
+    server-sent events as ready `data: ...` lines. `version` names the weights that answered."""
 
-    kind: Literal["completion", "chat"]
-    stream: bool
-    sampling: Sampling
-    messages: list[dict[str, str]]          # [{"role", "content"}]
-    prompt: str | list[int]                  # text, or token ids
-
-
-class StartEvent(TypedDict):
-    """First event of an accepted request: the version that answers it."""
-
-    type: Literal["start"]
-    version: str
-    prompt_tokens: int
-
-
-class DeltaEvent(TypedDict):
-    """New text and tokens (streamed: one per engine step; not streamed: one with everything)."""
-
-    type: Literal["delta"]
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None
-
-
-class ErrorEvent(TypedDict):
-    """The only event of a request refused before generation (an OpenAI error body and its status)."""
-
-    type: Literal["error"]
     status: int
-    body: dict
-
-
-StreamEvent = StartEvent | DeltaEvent | ErrorEvent
+    body: dict | None = None
+    stream: AsyncIterator[str] | None = None
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +52,7 @@ class SwapResult:
     from_version: str
     to_version: str
     serving: str | None         # the version the replica serves after the attempt
+    transient: bool = False     # failed for a reason that is not the version's: retried, stays promotable
 
 
 class Target(TypedDict):

@@ -4,7 +4,9 @@ Replicas pull: each long-polls `follow()` (it answers when the target differs fr
 version, or after a few seconds as a heartbeat), asks for the single swap lease with `acquire()`,
 swaps, and `report()`s. A version whose files do not match its checksums is refused here (marked rejected,
 so the pointer goes back) before any replica touches it; a version that fails a replica's canary
-check is rejected on that report, and the target goes back to what the replicas still serve.
+check is rejected on that report, and the target goes back to what the replicas still serve. A swap
+that failed for a transient reason (drain timeout, no room for a surge engine, storage error) leaves
+the version the target; the replica retries.
 """
 
 from __future__ import annotations
@@ -44,21 +46,23 @@ class SwapCoordinator:
         log.info("swap watcher: %s %s: %s", kind, version, detail)
 
     def check(self) -> None:
-        """One poll of the promoted pointer (cheap: one small file)."""
+        """One poll of the promoted pointer (cheap: one small file). The generation is taken as seen
+        only once the promotion is handled: a read that fails half-way (storage error) is retried
+        on the next poll, never skipped."""
         pointer = self.registry.pointer()
         if pointer.generation == self.generation:
             return
+        if pointer.version is not None and pointer.version != self.target:
+            try:
+                self.registry.verify(pointer.version)
+            except CorruptVersionError as e:
+                self._event("refused", pointer.version, str(e))
+                self.generation = self.registry.reject(
+                    pointer.version, f"refused by the swap watcher: {e}").generation
+                return
+            self._event("target", pointer.version, f"promoted, generation {pointer.generation}")
+            self.target = pointer.version
         self.generation = pointer.generation
-        if pointer.version is None or pointer.version == self.target:
-            return
-        try:
-            self.registry.verify(pointer.version)
-        except CorruptVersionError as e:
-            self._event("refused", pointer.version, str(e))
-            self.registry.reject(pointer.version, f"refused by the swap watcher: {e}")
-            return
-        self._event("target", pointer.version, f"promoted, generation {pointer.generation}")
-        self.target = pointer.version
 
     async def run(self) -> None:
         while True:
@@ -97,9 +101,12 @@ class SwapCoordinator:
         if self.lease and self.lease[0] == replica_id:
             self.lease = None
         self.heartbeat(replica_id, result.serving, False)
-        metrics.swap_done(result.path, result.ok, result.seconds)
-        self._event("swapped" if result.ok else "swap_failed", result.to_version,
-                    f"{replica_id} {result.path} in {result.seconds:.2f}s: {result.detail}")
+        metrics.swap_done(result.path, "ok" if result.ok else "retry" if result.transient else "failed",
+                          result.seconds)
+        kind = "swapped" if result.ok else "swap_retry" if result.transient else "swap_failed"
+        self._event(kind, result.to_version, f"{replica_id} {result.path} in {result.seconds:.2f}s: {result.detail}")
+        if result.transient:    # not the version's fault: it stays the target and promotable
+            return
         if not result.ok and self.registry.state(result.to_version) != "rejected":
             pointer = self.registry.reject(result.to_version, f"swap check failed on replica {replica_id}: "
                                                               f"{result.detail}")

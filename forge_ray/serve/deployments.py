@@ -81,10 +81,11 @@ class ModelServer:
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.replica = ModelReplica(cfg, Registry(storage_uri, model), self.replica_id, engine_cls=VLLMEngine)
         self.front = Frontend(
-            cfg, model, keys, stream_fn=self.replica.generate,
+            cfg, model, keys, openai_fn=self.replica.openai,
             status_fn=lambda: watcher.status.remote(),
             admin_fn=lambda action, body: watcher.admin.remote(action, body),
         )
+        self.retry_s = cfg.swap.retry_s
         target = await watcher.target.remote()
         await self.replica.load(target["version"])
         self._task = asyncio.get_running_loop().create_task(self._follow())
@@ -93,7 +94,9 @@ class ModelServer:
         """Follow the watcher's target: swap when it differs and this replica holds the lease.
 
         A Serve handle call costs milliseconds of CPU in this process and the watcher's, taken from
-        the engine on a small node: so a long poll, not a poll several times a second."""
+        the engine on a small node: so a long poll, not a poll several times a second. A transient
+        failure (drain timeout, no room, storage) is retried after a backoff that doubles up to 5 min."""
+        failures = 0
         while self.replica.current is not None:
             try:
                 version = self.replica.version
@@ -104,6 +107,11 @@ class ModelServer:
                         result = await self.replica.swap(target)
                         await self.watcher.report.remote(self.replica_id, result)
                         if result.ok:
+                            failures = 0
+                            continue
+                        if result.transient:
+                            failures += 1
+                            await asyncio.sleep(min(self.retry_s * 2 ** (failures - 1), 300.0))
                             continue
                     await asyncio.sleep(RETRY_S)  # another replica is swapping, or this swap failed
             except Exception:  # noqa: BLE001 - keep following; serving goes on meanwhile

@@ -1,7 +1,8 @@
 """The serving engine a model replica drives: one inference engine holding one registry version.
 
-    engine = await engine_cls.start(version, manifest, local_path, cfg.engine)
-    async for out in engine.generate(prompt_ids, sampling): ...     # EngineOutput deltas
+    engine = await engine_cls.start(version, manifest, local_path, serve_cfg, model_name)
+    reply = await engine.openai("/v1/completions", body, raw_request)   # OpenAIReply
+    async for out in engine.generate(prompt_ids, sampling): ...     # EngineOutput deltas (canaries)
     await engine.reload_weights(v2, manifest2, path2)                # drained engine only
     await engine.reset_prefix_cache()
     (await engine.run_canaries(match_tokens)).ok
@@ -19,9 +20,9 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from forge_ray.config.serve import ServeEngineConfig
+from forge_ray.config.serve import ServeConfig
 from forge_ray.registry import CanaryResult
-from forge_ray.serve.contracts import Sampling
+from forge_ray.serve.contracts import OpenAIReply, Sampling
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,10 @@ class EngineOutput:
     text: str
     token_ids: list[int]
     finish_reason: str | None   # "stop" | "length" on the last output, else None
+
+
+class EngineCapacityError(RuntimeError):
+    """No room on this node for another engine now (memory, GPUs): a surge is retried later."""
 
 
 class ServingEngine(abc.ABC):
@@ -43,10 +48,14 @@ class ServingEngine(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    async def start(cls, version: str, manifest: dict, path: str, cfg: ServeEngineConfig) -> ServingEngine:
+    async def start(cls, version: str, manifest: dict, path: str, cfg: ServeConfig, model_name: str,
+                    memory_share: float = 1.0) -> ServingEngine:
         """Start an engine on `path` (a local folder whose checksums were verified) and return it
-        once it can generate. Blocking work (processes, weight loading) runs off the event loop, so
-        the replica keeps serving from its current engine meanwhile (the surge path)."""
+        once it can serve `model_name`. Blocking work (processes, weight loading) runs off the event
+        loop, so the replica keeps serving from its current engine meanwhile (the surge path).
+        `memory_share`: the fraction of the configured accelerator memory it may take (a surge on a
+        GPU with two engines gives each half). Raises `EngineCapacityError` when the node has no
+        room for it (transient: the swap is retried)."""
 
     @property
     @abc.abstractmethod
@@ -54,6 +63,20 @@ class ServingEngine(abc.ABC):
         """The loaded version's Hugging Face tokenizer: `tok(text)["input_ids"]`, `len(tok)`,
         `tok.chat_template`, `tok.apply_chat_template(...)`. It does not change on an in-place
         reload (a version with other tokenizer files always takes the surge path)."""
+
+    @property
+    @abc.abstractmethod
+    def max_token_chars(self) -> int:
+        """Characters the longest vocabulary entry spans: a prompt of c characters needs at least
+        c / max_token_chars tokens (the replica's context check before any tokenisation)."""
+
+    @abc.abstractmethod
+    async def openai(self, route: str, body: dict, raw_request=None) -> OpenAIReply:
+        """Answer one OpenAI request (`/v1/completions`, `/v1/chat/completions`, `/v1/tokenize`,
+        `/v1/detokenize`, `/v1/embeddings`) whose JSON `body` passed forge's limits: a JSON body and
+        status (a 4xx with an OpenAI error body for a bad request, never raised), or a stream of
+        server-sent event lines. Tokenisation runs off the event loop. Raises `BadRequest` only for
+        what it refuses before parsing (an endpoint the model does not serve)."""
 
     @abc.abstractmethod
     def generate(self, prompt_ids: list[int], sampling: Sampling,

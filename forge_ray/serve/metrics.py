@@ -49,8 +49,9 @@ def error(route: str, type_: str) -> None:
     _m()["errors"].inc(1, {"route": route, "type": type_})
 
 
-def swap_done(path: str, ok: bool, seconds: float) -> None:
-    _m()["swaps"].inc(1, {"path": path, "result": "ok" if ok else "failed"})
+def swap_done(path: str, result: str, seconds: float) -> None:
+    """`result`: ok | retry (transient failure) | failed (the version was rejected)."""
+    _m()["swaps"].inc(1, {"path": path, "result": result})
     _m()["swap_seconds"].observe(seconds, {"path": path})
 
 

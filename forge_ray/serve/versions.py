@@ -3,13 +3,9 @@ whether a swap between two versions may reload weights in place (docs/serving.md
 
 from __future__ import annotations
 
-import os
-
-import fsspec
-
 from forge_ray.config.serve import ServeEngineConfig
 from forge_ray.registry import Registry
-from forge_ray.registry.checksums import verify_checksums
+from forge_ray.registry.cache import cache_version
 
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")
 
@@ -26,14 +22,7 @@ def in_place_ok(old: dict, new: dict, cfg: ServeEngineConfig) -> bool:
 
 
 def local_dir(registry: Registry, version: str, cache_root: str | None = None) -> str:
-    """A local folder with the version, checksums verified (downloaded when storage is remote)."""
-    registry.verify(version)
-    fs = registry.storage.fs
-    if "file" in fs.protocol or "local" in fs.protocol:
-        return registry.version_path(version)
-    cache_root = cache_root or os.path.expanduser("~/.cache/forge_ray/registry")
-    dest = os.path.join(cache_root, registry.model, version)
-    if not os.path.exists(os.path.join(dest, "_COMPLETE")):
-        fs.get(registry.version_path(version).rstrip("/") + "/", dest, recursive=True)
-    verify_checksums(fsspec.filesystem("file"), dest, registry.manifest(version)["files"])
-    return dest
+    """A local folder with the version, checksums verified: the registry's node-local cache
+    (forge_ray.registry.cache: copied atomically, keyed by the manifest's checksums) when storage is
+    remote, the version's own folder when it is local. Raises CorruptVersionError on a mismatch."""
+    return cache_version(registry, version, cache_root)

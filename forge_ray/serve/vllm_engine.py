@@ -1,17 +1,20 @@
-"""The serving engine that serves: vLLM's AsyncLLM loaded with one registry version (ServingEngine)."""
+"""The serving engine that serves: vLLM's AsyncLLM loaded with one registry version (ServingEngine),
+with vLLM's own OpenAI serving layer over it (serve/vllm_openai.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
 
-from forge_ray.config.serve import ServeEngineConfig
+from forge_ray.config.serve import ServeConfig
 from forge_ray.registry import CanaryResult, check_canaries
-from forge_ray.serve.contracts import Sampling
+from forge_ray.serve.contracts import OpenAIReply, Sampling
 from forge_ray.serve.engine_interface import EngineOutput, ServingEngine
+from forge_ray.serve.vllm_openai import VLLMOpenAI
 
 log = logging.getLogger(__name__)
 
@@ -29,36 +32,59 @@ def engine_env() -> dict[str, str]:
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-class VLLMEngine(ServingEngine):
-    """A vllm.v1 AsyncLLM and the version's tokenizer (engine_interface.ServingEngine says what each
-    method does)."""
+def engine_args(path: str, cfg: ServeConfig, model_name: str, share: float = 1.0):
+    """vLLM's AsyncEngineArgs for one engine. On CPU the KV cache is sized in bytes; on GPU by
+    `gpu_memory_utilization` times `share` (a surge with two engines on one GPU gives each half)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
 
-    def __init__(self, version: str, manifest: dict, path: str, engine, tokenizer):
+    e = cfg.engine
+    tp = e.tensor_parallel_size
+    memory = ({"gpu_memory_utilization": e.gpu_memory_utilization * share} if cfg.replicas.num_gpus > 0
+              else {"kv_cache_memory_bytes": int(e.kv_cache_gib * 2**30)})
+    return AsyncEngineArgs(model=path, tokenizer=path, served_model_name=[model_name],
+                           max_model_len=e.max_model_len, dtype=e.dtype, max_num_seqs=e.max_num_seqs,
+                           enforce_eager=e.enforce_eager, seed=0, disable_log_stats=True,
+                           tensor_parallel_size=tp, distributed_executor_backend="uni" if tp == 1 else "mp",
+                           **memory)
+
+
+class VLLMEngine(ServingEngine):
+    """A vllm.v1 AsyncLLM, its tokenizer and vLLM's OpenAI handlers over it (engine_interface.ServingEngine
+    says what each method does)."""
+
+    def __init__(self, version: str, manifest: dict, path: str, engine, api: VLLMOpenAI):
         self.version, self.manifest, self.path = version, manifest, path
         self.engine = engine            # vllm AsyncLLM
-        self._tokenizer = tokenizer
+        self.api = api
 
     @classmethod
-    async def start(cls, version: str, manifest: dict, path: str, cfg: ServeEngineConfig) -> VLLMEngine:
+    async def start(cls, version: str, manifest: dict, path: str, cfg: ServeConfig, model_name: str,
+                    memory_share: float = 1.0) -> VLLMEngine:
         """Start an AsyncLLM on `path` (in a thread: the engine core start blocks for seconds)."""
-        from transformers import AutoTokenizer
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         os.environ.update(engine_env())
         # The legacy VLLM_CPU_KVCACHE_SPACE (whole GiB) would override kv_cache_memory_bytes on CPU.
         os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
-        args = AsyncEngineArgs(model=path, tokenizer=path, max_model_len=cfg.max_model_len, dtype=cfg.dtype,
-                               max_num_seqs=cfg.max_num_seqs, enforce_eager=cfg.enforce_eager, seed=0,
-                               kv_cache_memory_bytes=int(cfg.kv_cache_gib * 2**30), disable_log_stats=True,
-                               distributed_executor_backend="uni")
+        args = engine_args(path, cfg, model_name, memory_share)
         engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
-        tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, path)
-        return cls(version, manifest, path, engine, tokenizer)
+        try:
+            api = await VLLMOpenAI.build(engine, args, cfg, model_name, version)
+        except BaseException:
+            engine.shutdown()
+            raise
+        return cls(version, manifest, path, engine, api)
 
     @property
     def tokenizer(self):
-        return self._tokenizer
+        return self.engine.get_tokenizer()
+
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        return max((len(t) for t in self.tokenizer.get_vocab()), default=1)
+
+    async def openai(self, route: str, body: dict, raw_request=None) -> OpenAIReply:
+        return await self.api.call(route, body, raw_request)
 
     async def generate(self, prompt_ids: list[int], sampling: Sampling,
                        final_only: bool = False) -> AsyncIterator[EngineOutput]:
@@ -83,6 +109,7 @@ class VLLMEngine(ServingEngine):
     async def reload_weights(self, version: str, manifest: dict, path: str) -> None:
         await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": path})
         self.version, self.manifest, self.path = version, manifest, path
+        self.api.set_version(version)
 
     async def reset_prefix_cache(self) -> None:
         await self.engine.reset_prefix_cache()

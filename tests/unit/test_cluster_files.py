@@ -37,7 +37,7 @@ RAYJOB_SPEC = {
 RAYSERVICE_SPEC = {"serveConfigV2", "rayClusterConfig", "serveService", "upgradeStrategy",
                    "excludeHeadPodFromServeSvc", "serviceUnhealthySecondThreshold",
                    "deploymentUnhealthySecondThreshold"}
-CLUSTER_SPEC = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
+CLUSTER_SPEC = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling", "authOptions",
                 "autoscalerOptions", "headServiceAnnotations", "suspend", "managedBy", "gcsFaultToleranceOptions"}
 HEAD_GROUP = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
 WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
@@ -131,6 +131,13 @@ def test_aws_yaml_validates_with_autoscaling_cpu_and_gpu_workers():
     assert_installs_forge(raw["setup_commands"], "cpu")
     assert_installs_forge(gpu["worker_setup_commands"], "gpu")
     assert_offline_start_commands(raw)
+    head = shlex.split(raw["head_start_ray_commands"][-1].split("&&")[-1])
+    assert "--dashboard-host=127.0.0.1" in head                 # reached through `ray dashboard` (SSH)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):   # HAProxy's admin socket: ~, 0700
+        start = raw[key][-1]
+        assert "H=$HOME/.forge/haproxy && mkdir -p -m 700 $H" in start, key
+        for var in ("SOCKET_PATH", "METRICS_SOCKET_PATH", "CONFIG_FILE_LOC", "SERVER_STATE_BASE", "SERVER_STATE_FILE"):
+            assert f"RAY_SERVE_HAPROXY_{var}=$H" in start, (key, var)
 
 
 def test_aws_validation_rejects_min_workers_over_the_cluster_limit():
@@ -170,7 +177,27 @@ def check_cluster_spec(spec: dict, name: str) -> dict:
         assert {"groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"} <= set(group)
         assert 0 <= group["minReplicas"] <= group.get("replicas", group["minReplicas"]) <= group["maxReplicas"]
         assert group["maxReplicas"] > group["minReplicas"]  # autoscaled
+    check_secure_by_default(spec)
     return _derive_autoscaling_config_from_ray_cr({"metadata": {"name": name, "namespace": "default"}, "spec": spec})
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def check_secure_by_default(spec: dict) -> None:
+    """Ray token auth on; the dashboard on the pod's own address (not 0.0.0.0, not a Service of its
+    own), with probes that ask it there."""
+    assert spec["authOptions"] == {"mode": "token"}
+    assert tuple(int(x) for x in spec["rayVersion"].split(".")[:2]) >= (2, 52)   # token auth exists
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["dashboard-host"] == "${FORGE_POD_IP}"
+    container = head["template"]["spec"]["containers"][0]
+    assert env_of(container)["FORGE_POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "http://${FORGE_POD_IP}:8265/" in " ".join(container[probe]["exec"]["command"])
+    for group in spec["workerGroupSpecs"]:
+        assert "dashboard-host" not in group["rayStartParams"]
 
 
 def test_rayjob_manifest_runs_the_pipeline_on_an_autoscaling_cluster():
@@ -209,7 +236,17 @@ def test_rayservice_manifest_serves_the_forge_application():
     (app,) = serve_config.applications
     assert app.route_prefix == "/" and serve_config.http_options.port == 8000
     assert app.runtime_env["env_vars"] == OFFLINE_ENV
-    check_cluster_spec(spec["rayClusterConfig"], doc["metadata"]["name"])
+    autoscaling = check_cluster_spec(spec["rayClusterConfig"], doc["metadata"]["name"])
+    # Serving replicas get GPUs: the app asks for one per replica, the llm group's pods have one.
+    assert "serve.replicas.num_gpus=1" in app.args["overrides"]
+    assert autoscaling["available_node_types"]["llm"]["resources"]["GPU"] == 1
+    # HAProxy (Serve's ingress) on every node that runs a proxy: state in the ray user's home.
+    for group in [spec["rayClusterConfig"]["headGroupSpec"], *spec["rayClusterConfig"]["workerGroupSpecs"]]:
+        env = env_of(group["template"]["spec"]["containers"][0])
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "8404" and env["RAY_SERVE_HAPROXY_METRICS_PORT"] == "9101"
+        for key in ("SOCKET_PATH", "METRICS_SOCKET_PATH", "CONFIG_FILE_LOC", "SERVER_STATE_FILE"):
+            assert env[f"RAY_SERVE_HAPROXY_{key}"].startswith("/home/ray/.forge/haproxy/"), key
     # The import path is a Serve application builder that builds the app from those args
     # (binding only: nothing is deployed). The forge file path is the image's copy of the repo.
     from ray.serve import Application
@@ -229,3 +266,21 @@ def test_committed_cluster_files_name_no_machine_paths_or_registry_hosts():
             text = path.read_text()
             for word in banned:
                 assert word not in text, f"{path.relative_to(REPO)} names {word!r}"
+
+
+# -- the local cluster's Serve settings (forge_ray/cluster.py) ------------------------------------
+def test_haproxy_settings_come_from_the_serve_config_and_its_state_dir_is_private(tmp_path):
+    import os
+
+    from forge_ray.cluster import haproxy_env, private_dir
+    from forge_ray.config.serve import ServeConfig
+
+    d = private_dir("haproxy", root=str(tmp_path))
+    assert os.stat(d).st_mode & 0o777 == 0o700
+    env = haproxy_env(ServeConfig(haproxy_stats_port=18404, haproxy_metrics_port=19101), d)
+    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404" and env["RAY_SERVE_HAPROXY_METRICS_PORT"] == "19101"
+    assert all(env[k].startswith(d + os.sep) for k in env if k.endswith(("_PATH", "_LOC", "_FILE")))
+    assert "RAY_SERVE_HAPROXY_SOCKET_PATH" not in haproxy_env(ServeConfig())   # remote: the nodes' own paths
+    os.chmod(d, 0o777)                                   # someone opened it up: refused, not reused
+    with pytest.raises(PermissionError, match="not writable by others"):
+        private_dir("haproxy", root=str(tmp_path))
