@@ -163,12 +163,12 @@ _file_handler: logging.Handler | None = None
 def route_engine_logs(path: str) -> str | None:
     """Send the engine loggers of this process to the file `path` instead of the terminal (default
     verbosity only; idempotent, so it can run again after an engine configured a logger). Returns
-    the path the first time it routes, None after that or when verbose: the caller prints it once."""
+    the path when it starts routing to it, None after that or when verbose: the caller prints it once."""
     global _routed_to, _file_handler
     if verbose():
         return None
-    first = _routed_to is None
-    if first or _routed_to != path:
+    first = _routed_to != path  # a new file (a later run in this process) is printed again
+    if first:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if _file_handler is not None:
             _file_handler.close()

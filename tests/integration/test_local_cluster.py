@@ -30,6 +30,6 @@ def test_ray_data_reads_embedded_corpora(ray_cluster, demo_config_at):
     counts = {
         s.name: readers[s.format](s.resolved_uri(cfg.project.storage_root)).count() for s in cfg.data.sources
     }
-    assert set(counts) == {"docs", "code", "tickets"}
+    assert set(counts) == {"docs", "code", "tickets", "escalations"}
     assert counts["tickets"] == max(20, int(1200 * 0.05))
     assert all(n > 0 for n in counts.values())

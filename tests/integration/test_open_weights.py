@@ -105,6 +105,7 @@ def test_init_from_alone_reuses_the_models_tokenizer_as_it_is(prepared_dataset, 
     raw["project"]["storage_root"] = str(root)
     raw["prepare"].update(dataset="instruct", seq_len=128)
     del raw["prepare"]["tokenizer"]["mode"]
+    del raw["prepare"]["tokenizer"]["pad_token"]  # the demo's, for its own trained tokenizer
     raw["model"]["init_from"] = str(folder)
     ds = prepare_dataset(validate_config(raw))
     original = AutoTokenizer.from_pretrained(folder)

@@ -32,10 +32,12 @@ ALLOWED = ("cache/", "tmp/ray/", "home/.ray/", "tmp/forge-haproxy-", "tmp/torchi
 
 
 def _local_files(scratch: Path) -> list[str]:
-    """Files under `scratch`, the TMPDIR link followed."""
+    """Regular files under `scratch`, the TMPDIR link followed (sockets, such as vLLM's ZMQ IPC
+    endpoints named by a UUID in TMPDIR, are runtime state that holds nothing)."""
     out = []
     for top, _, files in os.walk(scratch, followlinks=True):
-        out += [os.path.relpath(os.path.join(top, f), scratch) for f in files]
+        paths = [os.path.join(top, f) for f in files]
+        out += [os.path.relpath(p, scratch) for p in paths if os.path.isfile(p)]
     return sorted(out)
 
 
