@@ -111,7 +111,7 @@ def prepare_dataset(config: ForgeConfig, storage: Storage | None = None, address
 
     connect_for(config, address)
     start = time.time()
-    with storage.atomic_dir(rel) as tmp, _data_context():
+    with storage.atomic_dir(rel) as tmp, data_context():
         manifest = _run(config, units, inputs, storage.fs, tmp, key)
         manifest.update(version=version, seconds=round(time.time() - start, 2))
         with storage.fs.open(posixpath.join(tmp, MANIFEST), "wb") as f:
@@ -123,7 +123,7 @@ def prepare_dataset(config: ForgeConfig, storage: Storage | None = None, address
 
 
 @contextlib.contextmanager
-def _data_context():
+def data_context():
     """Ray Data settings of the prepare stage, restored afterwards (the driver may run other stages).
 
     preserve_order: the stream reaches the packer in input order, so shards are deterministic.

@@ -16,14 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-MONTHS = {
-    "en": ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"],
-    "fr": ["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
-           "novembre", "décembre"],
-    "de": ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober",
-           "November", "Dezember"],
-}
+from forge_ray.corpora.fake_pii import MONTHS  # the names the corpora write dates with
+
 _BY_NAME = {name.lower(): (lang, i + 1) for lang, names in MONTHS.items() for i, name in enumerate(names)}
 _NAMES = "|".join(sorted((re.escape(n) for n in _BY_NAME), key=len, reverse=True))
 _ISO = re.compile(r"^(\d{4})([-/.])(\d{1,2})\2(\d{1,2})$")

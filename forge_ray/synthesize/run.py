@@ -22,11 +22,12 @@ from pathlib import Path
 from forge_ray.config import ForgeConfig
 from forge_ray.prepare.dataset import open_dataset
 from forge_ray.prepare.outputs import load_key
+from forge_ray.prepare.run import data_context  # prepare's Ray Data settings: its packer writes the shards
 from forge_ray.storage import Storage
 from forge_ray.synthesize.output import read_manifest, synthetic_rel, write_synthetic
 from forge_ray.synthesize.privacy import PrivacyIndex, distribution
 from forge_ray.synthesize.records import SynthesizeError, as_record, read_restricted, scan_records
-from forge_ray.synthesize.stages import check_stage, data_context, generate_stage
+from forge_ray.synthesize.stages import check_stage, generate_stage
 from forge_ray.synthesize.surrogate import Generator, SurrogateGenerator
 
 log = logging.getLogger(__name__)

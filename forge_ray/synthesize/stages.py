@@ -6,7 +6,6 @@ Both are plain functions over numpy batches: a worker process keeps its PII scan
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 from forge_ray.synthesize.records import as_record
@@ -36,24 +35,3 @@ def check_stage(batch: dict, index, pii_cfg, entities: list[str], rescan: bool) 
         distance.append(v.distance if v else 1.0)
         shared.append(v.shared_tokens if v else 0)
     return {**batch, "failed": failed, "distance": distance, "shared": shared}
-
-
-@contextlib.contextmanager
-def data_context():
-    """Ray Data settings of the stage, restored afterwards: prepare's (forge_ray/prepare/run.py), since
-    its packer writes the shards: preserve_order, sort-based shuffle, no per-operator reservation."""
-    import ray.data
-    from ray.data.context import ShuffleStrategy
-
-    ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy,
-             ctx.op_resource_reservation_enabled)
-    ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = False
-    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    ctx.op_resource_reservation_enabled = False
-    try:
-        yield ctx
-    finally:
-        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.shuffle_strategy,
-         ctx.op_resource_reservation_enabled) = saved
