@@ -10,7 +10,7 @@ STAMP   := .venv/.setup-stamp
 CONFIG  ?= jobs/configs/demo.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo test test-unit lint bench clean
+.PHONY: setup browser demo demo-sft test test-unit lint bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	.venv/bin/forge demo -c $(CONFIG)
+
+demo-sft: setup  # the demo, then its promoted version instruction-tuned; base and SFT answer the same chat requests
+	.venv/bin/forge demo -c $(CONFIG) --set train.sft_round.enabled=true
 
 # Headless Chromium for the run report's test (tests/integration/test_report.py): Debian's
 # package, installed once (no browser download from a CDN).

@@ -98,13 +98,13 @@ def plain_loop(plan, model_cfg, steps: int) -> dict:
 
     from forge_ray.mixture.reader import read_samples
     from forge_ray.models import build_model
-    from forge_ray.train.deepspeed_adapter import optimizer_groups
+    from forge_ray.train.deepspeed_adapter import moe_layer, optimizer_groups
     from forge_ray.train.loss import lm_token_loss
     from forge_ray.train.schedule import lr_at
 
     torch.set_num_threads(THREADS)
     cfg = forge_config("/tmp", model_cfg.family, steps).train
-    model = build_model(model_cfg, seed=0)
+    model = build_model(model_cfg, seed=0, moe_layer=moe_layer)
     opt = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
     batches = []
     for k in range(steps):
@@ -151,12 +151,13 @@ def interleaved_moe_vs_dense(plan_dense, dense_cfg, plan_moe, moe_cfg, steps: in
 
     from forge_ray.mixture.reader import read_samples
     from forge_ray.models import build_model
+    from forge_ray.train.deepspeed_adapter import moe_layer
     from forge_ray.train.loss import lm_token_loss
 
     torch.set_num_threads(THREADS)
     no_drop = moe_cfg.model_copy(update={"moe": moe_cfg.moe.model_copy(update={"drop_tokens": False})})
-    models = {"dense": (build_model(dense_cfg, seed=0), plan_dense), "moe": (build_model(moe_cfg, seed=0), plan_moe),
-              "moe_no_drop": (build_model(no_drop, seed=0), plan_moe)}
+    models = {"dense": (build_model(dense_cfg, seed=0, moe_layer=moe_layer), plan_dense), "moe": (build_model(moe_cfg, seed=0, moe_layer=moe_layer), plan_moe),
+              "moe_no_drop": (build_model(no_drop, seed=0, moe_layer=moe_layer), plan_moe)}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, (m, _) in models.items()}
     times: dict[str, list[float]] = {k: [] for k in models}
     for k in range(steps):

@@ -111,6 +111,136 @@ def _show(tag: str, outs: list[dict], say) -> None:
         say(f"      {tag:6s} [{out['version']}] {p!r} -> {out['text']!r}")
 
 
+def sft_round_config(config: ForgeConfig, base_dir: str, pretrain, suite_path: str, run_name: str) -> ForgeConfig:
+    """The forge file of the SFT round: the embedded instruction set (chat) prepared with the base's
+    tokenizer, trained from the base (`model.init_from`) with the pre-training dataset mixed in by
+    `sft_round.pretrain_share`, gated on a chat KPI suite against the base (docs/sft.md)."""
+    from forge_ray.config import validate_config
+
+    sr = config.train.sft_round
+    raw = config.model_dump(mode="json", by_alias=True)
+    raw["data"]["sources"] = [{"name": "instructions", "uri": "{storage_root}/corpora/instructions", "format": "chat",
+                               "messages_field": "messages", "id_field": "id", "license": "proprietary",
+                               "sensitivity": "internal"}]
+    raw["prepare"]["dataset"] = f"{config.prepare.dataset}-sft"
+    raw["prepare"]["tokenizer"] = {**raw["prepare"]["tokenizer"], "mode": "reuse", "path": base_dir}
+    raw["synthesize"]["sources"] = {}
+    raw["model"]["init_from"] = base_dir
+    raw["train"].update(objective="sft", steps=sr.steps, lr=sr.lr, warmup_steps=min(10, sr.steps // 10),
+                        run_name=run_name, export=True, lora=None)
+    sizes = {s: pretrain.num_sequences(s, "train") for s in pretrain.sources}
+    weights = {"instructions": 1.0 - sr.pretrain_share}
+    weights |= {s: sr.pretrain_share * n / max(1, sum(sizes.values())) for s, n in sizes.items()}
+    raw["mixture"] = {"strategy": "weights", "weights": weights, "seed": config.mixture.seed,
+                      "datasets": [f"{pretrain.dataset}@{pretrain.version}"] if sr.pretrain_share > 0 else []}
+    if sr.pretrain_share == 0:
+        raw["mixture"]["weights"] = {}
+    raw["eval"]["suites"] = [suite_path]
+    raw["eval"]["memorisation"]["context_source"] = None  # the canaries are still tried, by their prefixes
+    return validate_config(raw, "sft round")
+
+
+def _write_sft_inputs(config: ForgeConfig, storage: Storage) -> str:
+    """The embedded instruction set under corpora/instructions/ and its held-out chat KPI suite; the suite's path."""
+    import json
+
+    import yaml
+
+    from forge_ray.corpora.instructions import heldout_cases, instruction_records
+
+    sr = config.train.sft_round
+    records = instruction_records(sr.records, seed=config.prepare.seed)
+    storage.write_bytes("corpora/instructions/train.jsonl",
+                        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+    suite = {"name": "instructions", "description": "held-out chat requests of the embedded instruction set",
+             "weight": 1.0, "threshold": 0.0, "max_tokens": 12,
+             "cases": [{"id": c["id"], "messages": c["messages"], "scorer": "contains", "expected": c["expected"],
+                        "ignore_case": True} for c in heldout_cases(sr.kpi_cases)]}
+    storage.write_bytes("suites/instructions.yaml", yaml.safe_dump(suite, sort_keys=False).encode())
+    return storage.location("suites", "instructions.yaml")
+
+
+def _chat_answers(endpoint, key: str, requests: list[list[dict]], template_dir: str | None) -> list[dict]:
+    """Greedy answers to chat requests: through `/v1/chat/completions`, or for a version whose tokenizer
+    has no chat template (a base forge trained) through `/v1/completions` with the conversation rendered
+    by forge's default template, the one its SFT version learned."""
+    from forge_ray.serve.client import request
+    from forge_ray.serve.frontend import VERSION_HEADER
+
+    tok = None
+    if template_dir is not None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(template_dir)
+    out = []
+    for messages in requests:
+        if tok is None:
+            body = {"model": endpoint.model, "messages": messages, "max_tokens": 16, "temperature": 0.0}
+            status, reply, headers = request(endpoint.base_url, "/chat/completions", key, body)
+            text = reply["choices"][0]["message"]["content"] if status == 200 else f"HTTP {status}"
+        else:
+            from forge_ray.prepare.chat import render, template_of
+
+            prompt = render(tok, template_of(tok)[0], messages, generation_prompt=True)
+            body = {"model": endpoint.model, "prompt": prompt, "max_tokens": 16, "temperature": 0.0}
+            status, reply, headers = request(endpoint.base_url, "/completions", key, body)
+            text = reply["choices"][0]["text"] if status == 200 else f"HTTP {status}"
+        out.append({"text": text, "version": headers.get(VERSION_HEADER)})
+    return out
+
+
+def _sft_round(config: ForgeConfig, storage: Storage, registry, dataset, endpoint, key: str,
+               address: str | None, say, result: PipelineResult) -> None:
+    """Instruction-tune the promoted version, gate it against its base, hot-load it, and print both
+    versions' answers to the same chat requests."""
+    from forge_ray.corpora.instructions import heldout_cases
+    from forge_ray.eval import evaluate_and_gate
+    from forge_ray.export import export_run
+    from forge_ray.prepare.dataset import open_dataset
+    from forge_ray.prepare.run import prepare_dataset
+    from forge_ray.report.version_report import write_version_report
+    from forge_ray.serve import wait_for_version
+    from forge_ray.train import run_training
+
+    t0 = time.monotonic()
+    base = registry.promoted()
+    base_dir = registry.version_path(base)
+    suite = _write_sft_inputs(config, storage)
+    pretrain = open_dataset(storage, dataset.dataset, dataset.version)  # the prepared sources, not synthetic ones
+    key_hash = hashlib.sha256(f"{config_hash(config)}:{dataset.version}:{base}:sft".encode()).hexdigest()[:8]
+    cfg = sft_round_config(config, base_dir, pretrain, suite, f"{config.model.name}-sft-{key_hash}")
+    sft_data = prepare_dataset(cfg, storage, address)
+    say(f"[sft] instruction set prepared: {sft_data.dataset}/{sft_data.version} "
+        f"({sft_data.num_sequences('instructions', 'train')} packed rows); training from {base}"
+        + (f" with {cfg.train.sft_round.pretrain_share:.0%} of {pretrain.dataset} mixed in"
+           if cfg.mixture.datasets else ""))
+    exported = export_run(run_training(cfg, sft_data, storage), cfg, sft_data, storage)
+    requests = [c["messages"] for c in heldout_cases(cfg.train.sft_round.show, seed=7)]
+    before = _chat_answers(endpoint, key, requests, template_dir=exported.path)  # the base, asked in the SFT template
+    report = evaluate_and_gate(cfg, exported.path, storage)
+    version, decision = report["version"], report["gate"]["decision"]
+    base_kpi = (report.get("baseline") or {}).get("kpi") or {}
+    kpi = report.get("kpi") or {}
+    say(f"[sft] eval: {version} -> {decision}; chat KPI {kpi.get('weighted_score', float('nan')):.2f} vs base "
+        f"{base} {base_kpi.get('weighted_score', float('nan')):.2f}"
+        + ("" if decision == "promote" else f" ({'; '.join(report['gate']['reasons'])})"))
+    entry = RoundRecord(round=len(result.rounds) + 1, run=cfg.train.run_name, version=version, decision=decision)
+    after = None
+    if decision == "promote":
+        say(f"[serve] hot-loading the SFT version {version} into the running endpoint ...")
+        wait_for_version(endpoint, version, replicas=_replicas(config))
+        after = _chat_answers(endpoint, key, requests, template_dir=None)
+        result.report = entry["report"] = write_version_report(storage, config.model.name, version)
+    for messages, b, a in zip(requests, before, after or [None] * len(before), strict=True):
+        say(f"      chat   {messages[-1]['content']!r}")
+        say(f"        base [{b['version']}] -> {b['text']!r}")
+        if a is not None:
+            say(f"        sft  [{a['version']}] -> {a['text']!r}")
+    result.rounds.append(entry)
+    result.completions.append({"round": entry["round"], "chat": requests, "before": before, "after": after})
+    say(f"[sft] done in {time.monotonic() - t0:.0f}s")
+
+
 def _replicas(config: ForgeConfig) -> int:
     """Model replicas that must all serve a version before it counts as served."""
     r = config.serve.replicas
@@ -184,6 +314,12 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
             entry["report"] = result.report
         record.add(entry)
         result.rounds.append(entry)
+
+    if config.train.sft_round.enabled:
+        if endpoint is None or registry.promoted() is None:
+            say("[sft] skipped: no promoted version to instruction-tune")
+        else:
+            _sft_round(config, storage, registry, dataset, endpoint, key, address, say, result)
 
     if result.report:
         say(f"[report] {result.report}")

@@ -80,3 +80,20 @@ def prepared_dataset(tmp_path_factory, small_corpora, ray_cluster):
         f"project.storage_root={root}", "prepare.seq_len=128", "prepare.tokenizer.vocab_size=512",
     ])
     return root, prepare_dataset(config)
+
+
+@pytest.fixture(scope="session")
+def sft_version(ray_cluster, tmp_path_factory):
+    """A tiny base model fine-tuned on the embedded instruction set (full SFT, 120 steps) and exported:
+    the SFT model GRPO starts from. {"ws": SftWorkspace, "dataset", "config", "result", "exported"}."""
+    from forge_ray.export import export_run
+    from forge_ray.prepare.run import prepare_dataset
+    from forge_ray.testing.sft import sft_config, sft_workspace
+    from forge_ray.train import run_training
+
+    ws = sft_workspace(tmp_path_factory.mktemp("sft_version"), n=1200)
+    config = sft_config(ws, ["train.run_name=full", "train.steps=120", "train.log_every=1"])
+    dataset = prepare_dataset(config)
+    result = run_training(config, dataset)
+    return {"ws": ws, "dataset": dataset, "config": config, "result": result,
+            "exported": export_run(result, config, dataset)}

@@ -30,4 +30,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"synthetic {m['name']} <- {source} ({m['strategy']}, seed {m['seed']}): kept {c['kept']} of "
               f"{c['samples']} samples, dropped {c['dropped'] or 'none'}; {m['splits']['train']['sequences']} "
               f"sequences; max shared run {p['max_shared_ngram_tokens_kept']} tokens (limit < {p['ngram_tokens']})")
+        if m.get("previous_synthesis_id"):  # a rerun after a change: said, never a silent replacement
+            print(f"  synthesis {m['synthesis_id']} is current; it replaced {m['previous_synthesis_id']} (inputs, "
+                  "settings or code changed), which is kept for the versions trained on it")
     return 0

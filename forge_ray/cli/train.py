@@ -42,6 +42,13 @@ def run_train(args: argparse.Namespace) -> int:
         print_dry_run(config, preset=args.preset, workers=args.workers)
         return 0
     from forge_ray.cluster import connect_for
+
+    if config.train.objective == "grpo":  # RL on KPI rewards: prompts, not a prepared dataset (docs/rl.md)
+        from forge_ray.rl.driver import train_and_gate
+
+        connect_for(config, args.address)
+        train_and_gate(config)
+        return 0
     from forge_ray.export import export_run
     from forge_ray.prepare.dataset import open_dataset
     from forge_ray.storage import Storage

@@ -110,6 +110,11 @@ class GateConfig(Section):
     max_canary_leaks: int | None = Field(
         0, ge=0, description="Most planted canaries the model may reproduce (null: not gated)."
     )
+    min_kpi_gain_over_base: float | None = Field(
+        0.0, ge=-1, le=1,
+        description="An SFT version (train.objective sft) is compared with its base (model.init_from) on the "
+        "same suites: its weighted KPI score must reach the base's plus this, a fraction (null: not compared).",
+    )
 
 
 class EvalConfig(Section):

@@ -11,6 +11,7 @@ from forge_ray.config.mixture import MixtureConfig
 from forge_ray.config.model import ModelConfig
 from forge_ray.config.prepare import PrepareConfig
 from forge_ray.config.project import ProjectConfig
+from forge_ray.config.rl import RLConfig
 from forge_ray.config.serve import ServeConfig
 from forge_ray.config.synthesize import SynthesizeConfig, synthesize_problems
 from forge_ray.config.train import TrainConfig, check_train_against_model
@@ -32,11 +33,14 @@ class ForgeConfig(Section):
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="The decoder to train.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training run.")
+    rl: RLConfig | None = Field(None, description="GRPO on KPI rewards (train.objective: grpo; docs/rl.md).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation and promotion gate.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="The serving endpoint.")
 
     @model_validator(mode="after")
     def _mixture_names_known_sources(self) -> ForgeConfig:
+        if self.mixture.datasets:  # their sources are known once they are opened: build_plan checks then
+            return self
         for field, names in self.mixture.named_sources().items():
             known = self.data.names + self.synthesize.output_names()  # synthetic sources mix like any other
             unknown = sorted(set(names) - set(known))
@@ -62,6 +66,15 @@ class ForgeConfig(Section):
     @model_validator(mode="after")
     def _train_fits_model(self) -> ForgeConfig:
         problems = check_train_against_model(self.model, self.train)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _grpo_has_rl(self) -> ForgeConfig:
+        from forge_ray.config.rl import rl_problems
+
+        problems = rl_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -55,6 +55,22 @@ class MixtureConfig(Section):
         "no step count gets floor(budget / (global batch x seq_len)) steps.",
     )
     seed: int = Field(0, ge=0, description="Seed of the global sample order (with the dataset version).")
+    datasets: list[str] = Field(
+        default_factory=list,
+        description="Other prepared datasets whose train sources join this mix, each 'name' (its newest "
+        "version) or 'name@version', e.g. pre-training data mixed into an SFT run to keep domain knowledge "
+        "(docs/sft.md). They must share the tokenizer and seq_len; `weights` may name their sources.",
+    )
+
+    @field_validator("datasets")
+    @classmethod
+    def _dataset_refs(cls, refs: list[str]) -> list[str]:
+        bad = [r for r in refs if not r or r.count("@") > 1 or r.startswith("@") or r.endswith("@")]
+        if bad:
+            raise ValueError(f"datasets are 'name' or 'name@version', got {bad}")
+        if len(set(refs)) != len(refs):
+            raise ValueError(f"a dataset is named twice: {refs}")
+        return refs
 
     @field_validator("weights")
     @classmethod

@@ -43,3 +43,20 @@ class LoraConfig(Section):
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
+
+
+class SftRoundConfig(Section):
+    """`forge demo`'s optional last round (docs/sft.md): the promoted version instruction-tuned on the
+    embedded instruction set, the demo's pre-training data mixed in, gated against its base, hot-loaded,
+    and the same chat requests answered by the base and by its SFT version side by side."""
+
+    enabled: bool = Field(False, description="Run the SFT round after the pre-training rounds (adds minutes).")
+    records: int = Field(1200, ge=50, description="Conversations of the embedded instruction set written (count).")
+    steps: int = Field(120, ge=1, description="Optimizer steps of the SFT run.")
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate of the SFT run.")
+    pretrain_share: float = Field(
+        0.2, ge=0, lt=1, description="Share of the SFT run's samples drawn from the pre-training dataset's "
+        "sources (by their sizes), a fraction; the rest from the instruction set.")
+    kpi_cases: int = Field(20, ge=1, description="Held-out chat cases of the round's KPI suite (count).")
+    show: int = Field(3, ge=1, description="Chat requests printed with both answers (count).")
+

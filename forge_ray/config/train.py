@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from forge_ray.config.base import Section
-from forge_ray.config.sft import LoraConfig
+from forge_ray.config.sft import LoraConfig, SftRoundConfig
 
 
 class TrainConfig(Section):
@@ -100,13 +100,17 @@ class TrainConfig(Section):
         "a table of known GPUs, or for CPUs cores x clock x SIMD width.",
     )
     export: bool = Field(True, description="Export the final model as a registry candidate after the run.")
-    objective: Literal["pretrain", "sft"] = Field(
+    objective: Literal["pretrain", "sft", "grpo"] = Field(
         "pretrain",
         description="'pretrain': next-token loss on every real token; 'sft': instruction tuning, the loss on "
-        "the assistant's tokens only (needs a dataset prepared from chat / instruction sources; docs/sft.md).",
+        "the assistant's tokens only (needs a dataset prepared from chat / instruction sources; docs/sft.md); "
+        "'grpo': reinforcement learning on KPI rewards (the `rl` section; docs/rl.md).",
     )
     lora: LoraConfig | None = Field(
         None, description="Low-rank adapters with the base frozen (docs/sft.md); unset: full fine-tuning."
+    )
+    sft_round: SftRoundConfig = Field(
+        default_factory=SftRoundConfig, description="`forge demo`'s optional instruction-tuning round (docs/sft.md)."
     )
 
     @model_validator(mode="after")

@@ -6,6 +6,10 @@ Each rule is named after its config field, so a rejection says which setting it 
         {"rule": "max_perplexity_regression_pct", "passed": false,
          "detail": "docs 41.20 vs promoted v3 30.10 (+36.9% > 5%)"}, ...],
      "reasons": ["max_perplexity_regression_pct: docs 41.20 vs promoted v3 ..."]}
+
+The baseline is the promoted version, or for an SFT version its base (`kind: "base"`, the folder
+`model.init_from` names): then the perplexity rule compares with the base, and
+`min_kpi_gain_over_base` asks the SFT version's weighted KPI score to reach the base's plus the gain.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ def _perplexity_rules(gate: GateConfig, report: UngatedReport, baseline: Baselin
             rules.append(_rule("max_perplexity_regression_pct", True, "no promoted version to compare with"))
         else:
             limit = gate.max_perplexity_regression_pct
+            kind = baseline.get("kind") or "promoted"
             worse: list[str] = []
             lines: list[str] = []
             for domain, r in ppl.items():
@@ -34,7 +39,7 @@ def _perplexity_rules(gate: GateConfig, report: UngatedReport, baseline: Baselin
                     lines.append(f"{domain}: not measured for {baseline['version']}")
                     continue
                 change = 100.0 * (r["perplexity"] / base["perplexity"] - 1.0)
-                line = f"{domain} {r['perplexity']:.2f} vs promoted {baseline['version']} {base['perplexity']:.2f} ({change:+.1f}%)"
+                line = f"{domain} {r['perplexity']:.2f} vs {kind} {baseline['version']} {base['perplexity']:.2f} ({change:+.1f}%)"
                 (worse if change > limit else lines).append(line)
             detail = "; ".join(worse) + f" > +{limit:g}%" if worse else "; ".join(lines)
             rules.append(_rule("max_perplexity_regression_pct", not worse, detail))
@@ -47,9 +52,24 @@ def _perplexity_rules(gate: GateConfig, report: UngatedReport, baseline: Baselin
     return rules
 
 
+def _base_kpi_rule(gate: GateConfig, score: float | None, baseline: Baseline | None) -> list[GateRule]:
+    """An SFT version against its base on the same suites (nothing to compare: no rule)."""
+    base_kpi = baseline.get("kpi") if baseline and baseline.get("kind") == "base" else None
+    if gate.min_kpi_gain_over_base is None or baseline is None or not base_kpi or score is None:
+        return []
+    base_score = base_kpi["weighted_score"]
+    if base_score is None:
+        return []
+    need = base_score + gate.min_kpi_gain_over_base
+    ok = score >= need - 1e-9
+    return [_rule("min_kpi_gain_over_base", ok, f"weighted score {score:.3f} {'>=' if ok else '<'} base "
+                  f"{baseline['version']} {base_score:.3f} {gate.min_kpi_gain_over_base:+g}")]
+
+
 def apply_gate(gate: GateConfig, report: UngatedReport, baseline: Baseline | None = None) -> GateDecision:
     """Decide promote / reject. `gate` is `eval.gate`; `baseline` is {version, perplexity} of the
-    promoted version on the same eval data, or None when nothing is promoted yet."""
+    promoted version on the same eval data (for an SFT version: its base's, with `kpi`), or None when
+    there is nothing to compare with."""
     error = report.get("error")
     if error:
         rules = [_rule("evaluation", False, error)]
@@ -66,6 +86,7 @@ def apply_gate(gate: GateConfig, report: UngatedReport, baseline: Baseline | Non
                 ok = score >= gate.min_kpi_score
                 rules.append(_rule("min_kpi_score", ok, f"weighted score {score:.3f} "
                                    f"{'>=' if ok else '<'} {gate.min_kpi_score:g}"))
+            rules += _base_kpi_rule(gate, score, baseline)
         mem = report.get("memorisation")
         if mem is not None and gate.max_canary_leaks is not None:
             n = len(mem["leaked"])

@@ -3,6 +3,7 @@
     engine = OfflineEngine(model_dir, config.eval.engine)       # vllm.LLM in a Ray actor
     engine = EndpointEngine(url, model_name, tokenizer_dir, ...) # OpenAI-compatible /completions
     engine.generate([prompt, ...], max_tokens=[32, ...], stop=[[], ...])  -> [answer, ...]
+                    # a prompt is a string, or chat messages rendered with the version's template
     engine.loglikelihood([(context, continuation), ...])               -> [sum log p, ...]
     engine.close()
 
@@ -34,20 +35,30 @@ class EvalEngine(ABC):
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.max_model_len = max_model_len
 
-    def _prompt_ids(self, prompt: str, room: int) -> list[int]:
-        ids = list(self.tokenizer(prompt)["input_ids"])
+    def _prompt_ids(self, prompt: str | list[dict], room: int) -> list[int]:
+        """A completion prompt's ids, or a chat's: its messages rendered with the version's chat template
+        (the tokenizer's own, else forge's default, as SFT trained it) and the generation prompt; the
+        rendering holds its special tokens, so none are added."""
+        if isinstance(prompt, str):
+            ids = list(self.tokenizer(prompt)["input_ids"])
+        else:
+            from forge_ray.prepare.chat import prompt_ids, template_of
+
+            ids = list(prompt_ids(prompt, self.tokenizer, template_of(self.tokenizer)[0]))
         keep = max(1, self.max_model_len - room)
         return ids[-keep:]
 
-    def generate(self, prompts: list[str], max_tokens: list[int], stop: list[list[str]]) -> list[str]:
-        """Greedy answers, one per prompt (a prompt is left-truncated to leave room for its answer)."""
+    def generate(self, prompts: list[str | list[dict]], max_tokens: list[int], stop: list[list[str]]) -> list[str]:
+        """Greedy answers, one per prompt: a string, or chat messages (a prompt is left-truncated to
+        leave room for its answer)."""
         if not prompts:
             return []
         ids = [self._prompt_ids(p, m) for p, m in zip(prompts, max_tokens, strict=True)]
         return self._generate_ids(ids, max_tokens, stop)
 
-    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
-        """Sum of log p(continuation tokens | context) per (context, continuation)."""
+    def loglikelihood(self, requests: list[tuple[str | list[dict], str]]) -> list[float]:
+        """Sum of log p(continuation tokens | context) per (context, continuation); a context may be
+        chat messages (the continuation then follows the generation prompt)."""
         if not requests:
             return []
         batch, starts = [], []

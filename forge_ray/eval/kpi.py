@@ -2,6 +2,10 @@
 
     report = run_suites(engine, load_suites(config.eval.suites))
     report["weighted_score"], report["suites"][0]["passed"]
+
+A case's prompt is its `prompt` string, or its `messages` (a chat case): the engine renders those
+with the version's chat template (`EvalEngine.prompt_ids`), so a chat case asks the model the way
+the served `/v1/chat/completions` does. Scorers see only the answer and are the same for both.
 """
 
 from __future__ import annotations
@@ -10,11 +14,19 @@ import logging
 
 from forge_ray.eval.report import CaseResult, KpiReport, SuiteResult
 from forge_ray.eval.scorers import score_answer, score_choice
-from forge_ray.eval.suites import ChoiceCase, Suite
+from forge_ray.eval.suites import BaseCase, ChoiceCase, Suite
 
 log = logging.getLogger(__name__)
 
 ANSWER_CHARS = 500  # answers are kept in the report up to this many characters
+
+Prompt = str | list[dict]  # a completion prompt, or a chat case's messages
+
+
+def case_prompt(case: BaseCase) -> Prompt:
+    """What the engine is asked: the prompt string, or the chat messages it renders with the template."""
+    chat = case.chat
+    return chat if chat is not None else case.prompt  # type: ignore[return-value]  # one of them is set
 
 
 def run_suites(engine, suites: list[Suite]) -> KpiReport:
@@ -22,11 +34,11 @@ def run_suites(engine, suites: list[Suite]) -> KpiReport:
     generated = [(s, c) for s in suites for c in s.cases if not isinstance(c, ChoiceCase)]
     choices = [(s, c) for s in suites for c in s.cases if isinstance(c, ChoiceCase)]
     answers = engine.generate(
-        [c.prompt for _, c in generated],
+        [case_prompt(c) for _, c in generated],
         [c.max_tokens or s.max_tokens for s, c in generated],
         [c.stop for _, c in generated],
     )
-    lls = engine.loglikelihood([(c.prompt, choice) for _, c in choices for choice in c.choices])
+    lls = engine.loglikelihood([(case_prompt(c), choice) for _, c in choices for choice in c.choices])
     results: dict[tuple[str, str], CaseResult] = {}
     for (s, c), answer in zip(generated, answers, strict=True):
         score, detail = score_answer(c, answer)

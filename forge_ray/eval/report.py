@@ -81,11 +81,14 @@ class MemorisationReport(TypedDict):
 
 
 class Baseline(TypedDict):
-    """The promoted version's perplexity on the same eval data, for the regression rule."""
+    """What the candidate is compared with on the same eval data: the promoted version's perplexity
+    (the regression rule), or for an SFT version its base's (model.init_from) perplexity and KPI."""
 
-    version: str
+    version: str  # a registry version id, or the base's folder when it is not one
     perplexity: dict[str, DomainPerplexity]
     measured: Literal["stored report", "now"]
+    kind: NotRequired[Literal["promoted", "base"]]  # absent in older reports: "promoted"
+    kpi: NotRequired[KpiReport | None]  # the base's scores on the candidate's suites (kind "base")
 
 
 class GateRule(TypedDict):
@@ -151,15 +154,22 @@ def format_report(report: EvalReport) -> str:
         lines.append(f"  dataset {ds['name']}/{ds['version']}")
     baseline = report.get("baseline")
     base = baseline["perplexity"] if baseline else {}
+    kind = (baseline.get("kind") or "promoted") if baseline else ""
     for domain, r in (report.get("perplexity") or {}).items():
-        vs = f"  (promoted {baseline['version']}: {base[domain]['perplexity']:.2f})" if baseline and domain in base else ""
+        vs = f"  ({kind} {baseline['version']}: {base[domain]['perplexity']:.2f})" if baseline and domain in base else ""
         lines.append(f"  perplexity {domain:10s} {r['perplexity']:10.2f}  over {r['tokens']} tokens{vs}")
     kpi = report.get("kpi")
+    base_kpi = baseline.get("kpi") if baseline else None
     if kpi:
+        base_scores = {s["name"]: s["score"] for s in base_kpi["suites"]} if base_kpi else {}
         for s in kpi["suites"]:
+            vs = f"  ({kind} {baseline['version']}: {base_scores[s['name']]:.3f})" \
+                if baseline and s["name"] in base_scores else ""
             lines.append(f"  suite {s['name']:20s} {s['score']:.3f} (threshold {s['threshold']:g}, "
-                         f"weight {s['weight']:g}) {'pass' if s['passed'] else 'FAIL'}")
-        lines.append(f"  weighted KPI score {kpi['weighted_score']:.3f}")
+                         f"weight {s['weight']:g}) {'pass' if s['passed'] else 'FAIL'}{vs}")
+        vs = f"  ({kind} {baseline['version']}: {base_kpi['weighted_score']:.3f})" \
+            if baseline and base_kpi and base_kpi["weighted_score"] is not None else ""
+        lines.append(f"  weighted KPI score {kpi['weighted_score']:.3f}{vs}")
     mem = report.get("memorisation")
     if mem:
         leaked = ", ".join(mem["leaked"]) or "none"

@@ -9,6 +9,10 @@ Order matters: suites are validated before any model loads (a bad suite is the o
 mistake, not the candidate's: it raises and nothing changes), then the candidate's checksums
 are verified, then perplexity (Ray actors), KPI suites and canaries (vLLM). If the candidate
 cannot be loaded or evaluated, it is rejected with the cause and nothing else changes.
+
+The baseline the gate compares with is the promoted version, except for an SFT version
+(`train.objective: sft`): its base, the folder `model.init_from` names (a registry version's or an
+open-weights one), measured now on the same eval data and the same KPI suites; the report holds both.
 """
 
 from __future__ import annotations
@@ -72,9 +76,44 @@ def evaluate_version(config: ForgeConfig, model_url: str, dataset: PreparedDatas
     return report
 
 
-def _baseline(config: ForgeConfig, registry: Registry, dataset: PreparedDataset) -> Baseline | None:
-    """Perplexity of the promoted version on the same eval data: from its stored report if that
+def sft_base(config: ForgeConfig, registry: Registry) -> tuple[str, str] | None:
+    """(name, location) of the base an SFT version started from, or None (not SFT, or from scratch):
+    a registry version's id when `model.init_from` is one of this model's versions, else the folder."""
+    init = config.model.init_from
+    if config.train.objective != "sft" or not init:
+        return None
+    for version in registry.versions():
+        if registry.version_path(version).rstrip("/") == init.rstrip("/") or \
+                os.path.abspath(registry.version_path(version)) == os.path.abspath(init):
+            return version, registry.get(version).url
+    return init, init
+
+
+def _base_baseline(config: ForgeConfig, name: str, url: str, dataset: PreparedDataset,
+                   suites: list[Suite]) -> Baseline:
+    """The SFT base on the candidate's eval data and suites (the base is never served: vLLM offline)."""
+    log.info("measuring the SFT base %s on dataset %s and %d suite(s) for comparison", name, dataset.version,
+             len(suites))
+    ppl = perplexity_by_domain(url, dataset, config.eval.perplexity)
+    kpi = None
+    if suites:
+        with local_model_dir(url) as local:
+            engine = OfflineEngine(url, local, config.eval.engine)
+            try:
+                kpi = run_suites(engine, suites)
+            finally:
+                engine.close()
+    return {"version": name, "perplexity": ppl, "measured": "now", "kind": "base", "kpi": kpi}
+
+
+def _baseline(config: ForgeConfig, registry: Registry, dataset: PreparedDataset,
+              suites: list[Suite] | None = None) -> Baseline | None:
+    """What the candidate is compared with: an SFT version's base (perplexity and KPI, measured now),
+    else the promoted version's perplexity on the same eval data: from its stored report if that
     was measured on this dataset version over as many sequences, else measured now."""
+    base = sft_base(config, registry)
+    if base is not None:
+        return _base_baseline(config, *base, dataset, suites or [])
     promoted = registry.promoted()
     if promoted is None:
         return None
@@ -82,10 +121,11 @@ def _baseline(config: ForgeConfig, registry: Registry, dataset: PreparedDataset)
         old = read_report(registry, promoted)
         same_rows = (old.get("perplexity_settings") or {}).get("max_sequences") == config.eval.perplexity.max_sequences
         if old.get("dataset", {}).get("version") == dataset.version and same_rows:
-            return {"version": promoted, "perplexity": old["perplexity"], "measured": "stored report"}
+            return {"version": promoted, "perplexity": old["perplexity"], "measured": "stored report",
+                    "kind": "promoted"}
     log.info("measuring the promoted version %s on dataset %s for comparison", promoted, dataset.version)
     ppl = perplexity_by_domain(registry.get(promoted).url, dataset, config.eval.perplexity)
-    return {"version": promoted, "perplexity": ppl, "measured": "now"}
+    return {"version": promoted, "perplexity": ppl, "measured": "now", "kind": "promoted"}
 
 
 def resolve_version(config: ForgeConfig, storage: Storage, version_dir_or_id: str) -> str:
@@ -137,7 +177,7 @@ def evaluate_and_gate(config: ForgeConfig, version_dir_or_id: str, storage: Stor
     try:
         registry.verify(version)
         measured = evaluate_version(config, registry.get(version).url, dataset, suites)
-        baseline = _baseline(config, registry, dataset)
+        baseline = _baseline(config, registry, dataset, suites)
     except (EvalError, CorruptVersionError) as e:
         log.error("evaluation of %s failed: %s", version, e)
         error = str(e)

@@ -10,10 +10,17 @@
       - {id: temp, prompt: "...", scorer: numeric, expected: 21.5, tolerance: 0.5}
       - {id: ticket, prompt: "...", scorer: json_schema, schema: {type: object, required: [id]}}
       - {id: pick, prompt: "...", scorer: choice, choices: [" yes", " no"], answer: " yes"}
+      - id: chat                  # a chat case: OpenAI `messages` instead of `prompt`, rendered
+        messages:                 # with the model's chat template and its generation prompt
+          - {role: system, content: "You answer Kestrel support questions."}
+          - {role: user, content: "Which product is ticket KST-000123 about?"}
+        scorer: contains
+        expected: "Router"
 
 Every suite is validated when it is loaded (`load_suites`), before any model loads: an unknown
 scorer, a regex that does not compile, a JSON schema that is not one, or a missing field is a
-`SuiteError` naming the file and the case.
+`SuiteError` naming the file and the case; so is a chat case with an unknown role, no user turn,
+or an assistant turn last (the model answers after the last user or tool turn).
 """
 
 from __future__ import annotations
@@ -35,12 +42,54 @@ class SuiteError(ConfigError):
     """A KPI suite file is missing or invalid; `problems` names each bad field."""
 
 
-class _Case(Section):
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+class ChatMessage(Section):
+    """One turn of a chat case (OpenAI `messages`; text content only)."""
+
+    role: str = Field(description=f"Who speaks: one of {list(CHAT_ROLES)}.")
+    content: str = Field(description="What the turn says.")
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role not in CHAT_ROLES:
+            raise ValueError(f"unknown role {role!r}; roles are {list(CHAT_ROLES)}")
+        return role
+
+
+class BaseCase(Section):
     id: str = Field(min_length=1, description="Case id, unique in its suite.")
-    prompt: str = Field(min_length=1, description="The prompt sent to the model as is (a completion).")
+    prompt: str | None = Field(None, min_length=1, description="The prompt sent to the model as is (a completion).")
+    messages: list[ChatMessage] | None = Field(
+        None, min_length=1, description="Instead of `prompt`: a conversation (OpenAI chat `messages`), rendered "
+        "with the model's chat template and its generation prompt; the model's answer is the next assistant turn.")
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> BaseCase:
+        if self.prompt is None and self.messages is None:
+            raise ValueError("`prompt` (a completion) or `messages` (a chat) is required")
+        if self.prompt is not None and self.messages is not None:
+            raise ValueError("give `prompt` (a completion) or `messages` (a chat), not both")
+        if self.messages is not None:
+            roles = [m.role for m in self.messages]
+            if "user" not in roles:
+                raise ValueError(f"messages have no user turn (roles {roles})")
+            if roles[-1] == "assistant":
+                raise ValueError("the last message is the assistant's: end with the user (or tool) turn the "
+                                 "model answers")
+            if "system" in roles[1:]:
+                raise ValueError("a system message may only come first")
+        return self
+
+    @property
+    def chat(self) -> list[dict] | None:
+        """The conversation as plain dicts (what a chat template renders), or None for a completion case."""
+        return [m.model_dump() for m in self.messages] if self.messages is not None else None
 
 
-class _Generated(_Case):
+class _Generated(BaseCase):
     max_tokens: int | None = Field(None, ge=1, description="Answer length in tokens (default: the suite's).")
     stop: list[str] = Field(default_factory=list, description="Strings that end the answer.")
 
@@ -91,7 +140,7 @@ class JsonSchemaCase(_Generated):
         return schema
 
 
-class ChoiceCase(_Case):
+class ChoiceCase(BaseCase):
     scorer: Literal["choice"] = Field(description="The answer is the choice with the highest log-likelihood.")
     choices: list[str] = Field(min_length=2, description="Continuations of the prompt to rank.")
     answer: str = Field(description="The right choice (one of `choices`).")

@@ -47,7 +47,7 @@ def code_version() -> str:
 
     h = hashlib.sha256()
     root = Path(__file__).resolve().parent.parent
-    for sub in ("models", "train", "export"):
+    for sub in ("models", "train", "rl", "export"):
         for path in sorted((root / sub).glob("*.py")):
             h.update(f"{sub}/{path.name}".encode() + path.read_bytes())
     return f"{__version__}+{h.hexdigest()[:10]}"
@@ -56,16 +56,6 @@ def code_version() -> str:
 def input_hashes(dataset: PreparedDataset) -> dict:
     """{source: [{uri, sha256, bytes}]} of the raw inputs the dataset was prepared from."""
     return {name: src.get("inputs", []) for name, src in dataset.manifest.get("sources", {}).items()}
-
-
-def write_hf_folder(weights: dict[str, torch.Tensor], model: ModelConfig, dataset: PreparedDataset, out_dir: str,
-                    dtype: torch.dtype = torch.float32) -> str:
-    from forge_ray.models.hf import save_hf_folder
-
-    tok = dataset.manifest["tokenizer"]
-    save_hf_folder(weights, model, out_dir, tokenizer_dir=dataset.tokenizer_path, eos=int(tok["eos_token_id"]),
-                   bos=tok.get("bos_token_id"), pad=tok.get("pad_token_id"), dtype=dtype)
-    return out_dir
 
 
 def _merge_lora(weights: dict[str, torch.Tensor], config: ForgeConfig) -> tuple[dict, dict]:
@@ -81,6 +71,26 @@ def _merge_lora(weights: dict[str, torch.Tensor], config: ForgeConfig) -> tuple[
     return merge_lora_weights(weights, lora.scale), adapter_only(weights) if lora.save_adapter else {}
 
 
+@dataclass(frozen=True)
+class TokenizerFiles:
+    """The tokenizer an export ships: its folder and the special ids the model config records."""
+
+    folder: str
+    eos: int
+    bos: int | None = None
+    pad: int | None = None
+
+    @classmethod
+    def of_dataset(cls, dataset: PreparedDataset) -> TokenizerFiles:
+        tok = dataset.manifest["tokenizer"]
+        return cls(dataset.tokenizer_path, int(tok["eos_token_id"]), tok.get("bos_token_id"), tok.get("pad_token_id"))
+
+
+def dataset_lineage(dataset: PreparedDataset, plan_json: dict) -> dict:
+    return {"dataset": dataset.dataset, "dataset_version": dataset.version, "input_hashes": input_hashes(dataset),
+            "mixture_plan": plan_json}
+
+
 def export_checkpoint(
     checkpoint_dir: str,
     config: ForgeConfig,
@@ -94,10 +104,32 @@ def export_checkpoint(
     version: str | None = None,
     prompts: tuple[str, ...] | None = None,
 ) -> ExportedVersion:
-    """Write the checkpoint's weights as an HF folder, record canaries, publish as a candidate.
+    """Write the checkpoint's weights as an HF folder, record canaries, publish as a candidate."""
+    return publish_checkpoint(checkpoint_dir, config, storage, model=model, run=run,
+                              tokenizer=TokenizerFiles.of_dataset(dataset),
+                              lineage=dataset_lineage(dataset, plan_json), metrics=metrics, version=version,
+                              prompts=prompts)
+
+
+def publish_checkpoint(
+    checkpoint_dir: str,
+    config: ForgeConfig,
+    storage: Storage,
+    *,
+    model: ModelConfig,
+    run: str,
+    tokenizer: TokenizerFiles,
+    lineage: dict,
+    metrics: dict,
+    version: str | None = None,
+    prompts: tuple[str, ...] | None = None,
+) -> ExportedVersion:
+    """The checkpoint as a registry candidate; `lineage` names what it was trained on (a dataset and
+    its mixture plan, or RL's prompts and base version).
 
     The folder's dtype is the one the run trained in, as its checkpoint recorded it (float32 for
     checkpoints that did not): the training workers decide it from their device, not the config."""
+    from forge_ray.models.hf import save_hf_folder
     from forge_ray.registry import publish_version, record_canaries
     from forge_ray.registry.canary import DEFAULT_PROMPTS
     from forge_ray.registry.store import Registry
@@ -107,7 +139,9 @@ def export_checkpoint(
     version = version or f"{run}-s{state['step']}"
     with tempfile.TemporaryDirectory(prefix="forge-export-") as tmp:
         weights, adapter = _merge_lora(weights, config)
-        hf_dir = write_hf_folder(weights, model, dataset, str(Path(tmp) / "hf"), checkpoint_dtype(state))
+        hf_dir = str(Path(tmp) / "hf")
+        save_hf_folder(weights, model, hf_dir, tokenizer_dir=tokenizer.folder, eos=tokenizer.eos, bos=tokenizer.bos,
+                       pad=tokenizer.pad, dtype=checkpoint_dtype(state))
         if adapter:  # train.lora.save_adapter: the adapter alone, beside the merged weights
             from safetensors.torch import save_file
 
@@ -116,10 +150,7 @@ def export_checkpoint(
             "code_version": code_version(),
             "canaries": record_canaries(hf_dir, prompts or DEFAULT_PROMPTS, CANARY_TOKENS),
             "lineage": {
-                "dataset": dataset.dataset,
-                "dataset_version": dataset.version,
-                "input_hashes": input_hashes(dataset),
-                "mixture_plan": plan_json,
+                **lineage,
                 "config": json.loads(config.model_dump_json()),
                 "model": json.loads(model.model_dump_json()),
                 "run": run,

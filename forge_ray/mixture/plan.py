@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from forge_ray.config.mixture import MixtureConfig
+from forge_ray.mixture.datasets import mixed_datasets
 from forge_ray.mixture.order import batch_quotas, batch_sources, epoch_permutation, ordinals, stable_int
 from forge_ray.mixture.shares import MixtureError, SourceShare, resolve_shares
 
@@ -192,10 +193,6 @@ class MixturePlan:
         return "\n".join(lines)
 
 
-def _as_list(dataset: PreparedDataset | Sequence[PreparedDataset]) -> list[PreparedDataset]:
-    return list(dataset) if isinstance(dataset, Sequence) else [dataset]
-
-
 def build_plan(
     dataset: PreparedDataset | Sequence[PreparedDataset],
     mixture_cfg: MixtureConfig,
@@ -207,12 +204,13 @@ def build_plan(
 
     `dataset` is a PreparedDataset, or a list of them (sources prepared separately, e.g. a
     source added later, are mixed without rewriting anything); source names must be unique.
+    The datasets `mixture_cfg.datasets` names join them (`datasets.mixed_datasets`).
     `total_steps` may be omitted when `mixture_cfg.token_budget` is set.
     `continue_from` is an earlier run's `plan.to_json()` (continued training, perhaps on a new
     mix): each source that run read (same dataset version) continues its row stream where the
     run left it, so the new run sees fresh rows first. Caps count this run's samples only.
     """
-    datasets = _as_list(dataset)
+    datasets = mixed_datasets(dataset, mixture_cfg)  # + those `mixture.datasets` names (docs/sft.md)
     if not datasets:
         raise MixtureError("build_plan needs at least one prepared dataset")
     if global_batch_size < 1:

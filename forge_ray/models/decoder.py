@@ -6,21 +6,23 @@
 - forward returns logits, the summed load-balancing loss and the tokens routed to each expert
 - parameter names are forge's own (`forge_ray.models.names`), mapped to HF's in `models/hf.py`
 
-Parallelism stays outside: the MoE block is told its expert-parallel size (how many experts are
-local); DeepSpeed's layer, with its names kept out of ours, comes from
-`forge_ray.train.deepspeed_adapter`, and the engine later gives it its process group.
+Parallelism stays outside: an MoE model is handed its MoE layer factory (`MoELayerFactory`) by
+its caller, with its expert-parallel size (how many experts are local). Training passes
+DeepSpeed-MoE's (`forge_ray.train.deepspeed_adapter.moe_layer`, whose names stay out of ours, and
+whose engine later gives it its process group); the model never imports a parallelism library.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from forge_ray.config.model import ModelConfig
+from forge_ray.config.model import ModelConfig, MoEConfig
 from forge_ray.models.layers import (
     Attention,
     Documents,
@@ -32,6 +34,10 @@ from forge_ray.models.layers import (
     document_mask,
 )
 
+# (hidden size, one expert to replicate, the MoE section, expert-parallel size) -> (the routing layer,
+# its router, this rank's experts); the layer's forward(x_BTD) returns (out_BTD, aux loss, counts per expert)
+MoELayerFactory = Callable[[int, nn.Module, MoEConfig, int], tuple[nn.Module, nn.Linear, nn.ModuleList]]
+
 
 @dataclass
 class DecoderOutput:
@@ -42,13 +48,10 @@ class DecoderOutput:
 
 class MoEMLP(nn.Module):
     """An MoE block: `router` scores the experts, `experts` are this rank's `num_experts / ep_size`
-    SwiGLU experts; DeepSpeed-MoE (`moe`, holding no parameters of its own) routes tokens to them."""
+    SwiGLU experts; the caller's layer (`moe`, holding no parameters of its own) routes tokens to them."""
 
-    def __init__(self, cfg: ModelConfig, ep_size: int):
+    def __init__(self, cfg: ModelConfig, ep_size: int, moe_layer: MoELayerFactory):
         super().__init__()
-        # deferred: forge_ray.train imports this module, and dense models skip deepspeed's slow import
-        from forge_ray.train.deepspeed_adapter import moe_layer
-
         self.num_experts = cfg.moe.num_experts
         self.moe, self.router, self.experts = moe_layer(
             cfg.hidden_size, ExpertSwiGLU(cfg.hidden_size, cfg.ffn_hidden_size), cfg.moe, ep_size
@@ -60,14 +63,14 @@ class MoEMLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer: int, ep_size: int):
+    def __init__(self, cfg: ModelConfig, layer: int, ep_size: int, moe_layer: MoELayerFactory | None):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.self_attn = Attention(cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                                    bias=cfg.attention_bias, qk_norm=cfg.qk_norm, norm_eps=cfg.norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.is_moe = cfg.is_moe_layer(layer)
-        self.mlp = MoEMLP(cfg, ep_size) if self.is_moe else SwiGLU(cfg.hidden_size, cfg.ffn_hidden_size)
+        self.mlp = MoEMLP(cfg, ep_size, moe_layer) if self.is_moe else SwiGLU(cfg.hidden_size, cfg.ffn_hidden_size)
 
     def forward(self, x, cos, sin, mask):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
@@ -79,14 +82,17 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, *, ep_size: int = 1):
+    def __init__(self, cfg: ModelConfig, *, ep_size: int = 1, moe_layer: MoELayerFactory | None = None):
         super().__init__()
         if cfg.vocab_size is None:
             raise ValueError("model.vocab_size is unset: resolve it from the tokenizer first")
+        if moe_layer is None and any(cfg.is_moe_layer(i) for i in range(cfg.num_layers)):
+            raise ValueError("an MoE model (model.family: moe) needs its MoE layer: pass moe_layer=, e.g. "
+                             "forge_ray.train.deepspeed_adapter.moe_layer (DeepSpeed-MoE, what training uses)")
         self.cfg = cfg
         self.ep_size = ep_size
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(Block(cfg, i, ep_size) for i in range(cfg.num_layers))
+        self.layers = nn.ModuleList(Block(cfg, i, ep_size, moe_layer) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -147,8 +153,10 @@ class Decoder(nn.Module):
         return sum(b.is_moe for b in self.layers)
 
 
-def build_model(cfg: ModelConfig, *, ep_size: int = 1, seed: int | None = None) -> Decoder:
-    """A fresh model; the same `seed` gives the same weights on every rank."""
+def build_model(cfg: ModelConfig, *, ep_size: int = 1, seed: int | None = None,
+                moe_layer: MoELayerFactory | None = None) -> Decoder:
+    """A fresh model; the same `seed` gives the same weights on every rank. An MoE model needs
+    `moe_layer` (see `MoELayerFactory`); a dense one ignores it."""
     if seed is not None:
         torch.manual_seed(seed)
-    return Decoder(cfg, ep_size=ep_size)
+    return Decoder(cfg, ep_size=ep_size, moe_layer=moe_layer)

@@ -43,9 +43,9 @@ from forge_ray.prepare.manifest import merge_tallies, summary_line, tally_stage
 from forge_ray.prepare.outputs import load_key, read_hidden, route_restricted, write_side_outputs
 from forge_ray.prepare.pack import pack_and_write
 from forge_ray.prepare.read import plan_source, unit_dict
-from forge_ray.prepare.tokenizer import build_tokenizer
+from forge_ray.prepare.tokenizer import build_tokenizer, reuse_problem
 from forge_ray.prepare.validate import Validator
-from forge_ray.storage import Storage, url_to_fs
+from forge_ray.storage import Storage
 
 log = logging.getLogger(__name__)
 _WHOLE = 1 << 62  # no cut: the raw record is hashed whole
@@ -80,14 +80,6 @@ def plan(config: ForgeConfig) -> tuple[list, dict[str, list[dict]], str]:
     return units, inputs, version
 
 
-def _is_tokenizer_folder(path: str | None) -> bool:
-    """A folder with tokenizer.json: a local path or a URI (an object store, reached with the store's settings)."""
-    if not path:
-        return False
-    fs, root = url_to_fs(path)
-    return fs.isfile(posixpath.join(root, "tokenizer.json"))
-
-
 def prepare_dataset(config: ForgeConfig, storage: Storage | None = None, address: str | None = None,
                     ) -> PreparedDataset:
     """Prepare the forge file's corpora; return the (new or already complete) dataset version."""
@@ -98,8 +90,9 @@ def prepare_dataset(config: ForgeConfig, storage: Storage | None = None, address
     storage = storage or Storage(config.project.storage_root)
     cfg = config.prepare
     tok = cfg.tokenizer
-    if tok.mode == "reuse" and not _is_tokenizer_folder(tok.path):
-        raise ConfigError("prepare.tokenizer.path", [f"not a tokenizer folder (no tokenizer.json): {tok.path}"])
+    problem = reuse_problem(tok.path) if tok.mode == "reuse" else None  # before any worker starts
+    if problem:
+        raise ConfigError("prepare.tokenizer.path", [problem])
     key = load_key(cfg.privacy, config.project.storage_root)  # before any work: a bad key fails fast
     units, inputs, version = plan(config)
     rel = version_dir(cfg.dataset, version)

@@ -144,13 +144,15 @@ def finalize_stage(batch: pa.Table, dups: dict[int, str], eval_fraction: float,
 
 
 def tokenize_stage(batch: pa.Table, tokenizer_json: str) -> pa.Table:
-    """Token ids of every kept document (EOS is added by the packer)."""
-    from forge_ray.prepare.tokenizer import encoder
+    """Token ids of every kept document: BOS first where the tokenizer adds one (a reused model's
+    own), then the text (EOS is added by the packer)."""
+    from forge_ray.prepare.tokenizer import document_prefix, encoder
 
     enc = _cached(encoder, tokenizer_json)
+    prefix = document_prefix(enc)
     texts = batch["text"].to_pylist()
     # encode_batch_fast: the same ids as encode_batch, without computing character offsets
-    ids = [e.ids for e in enc.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
+    ids = [prefix + e.ids for e in enc.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
     return pa.table({
         "source": batch["source"], "split": batch["split"], "key": batch["key"], "pii": batch["pii"],
         "outcome": batch["outcome"], "input_ids": pa.array(ids, pa.list_(pa.int32())),

@@ -75,6 +75,27 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt")
 
 
+def reuse_problem(path: str | None) -> str | None:
+    """Why the folder at `path` (local or a URI) cannot be reused as it is, or None when it can.
+
+    forge reads fast tokenizers (`tokenizer.json`) only; a sentencepiece-only folder
+    (`tokenizer.model`) is named as such, with the one-off conversion that fixes it."""
+    if not path:
+        return "no tokenizer folder given (prepare.tokenizer.path, or model.init_from)"
+    from forge_ray.storage import url_to_fs
+
+    fs, root = url_to_fs(path)
+    if not fs.isdir(root):
+        return f"not a tokenizer folder: {path} does not exist or is not a folder"
+    if fs.isfile(posixpath.join(root, "tokenizer.json")):
+        return None
+    if fs.isfile(posixpath.join(root, "tokenizer.model")):
+        return (f"{path} holds a sentencepiece tokenizer.model but no tokenizer.json: forge reuses fast "
+                "tokenizers only; convert it once with transformers (AutoTokenizer.from_pretrained(folder)"
+                ".save_pretrained(folder) writes tokenizer.json; needs the sentencepiece package)")
+    return f"not a tokenizer folder: {path} has no tokenizer.json"
+
+
 def reuse_tokenizer(cfg, out_dir: str) -> dict:
     """Copy an existing tokenizer folder as it is (continued pre-training from open weights).
 
@@ -89,10 +110,9 @@ def reuse_tokenizer(cfg, out_dir: str) -> dict:
         from forge_ray.registry import local_folder
 
         cfg = cfg.model_copy(update={"path": local_folder(cfg.path)})
-    if not cfg.path or not os.path.isdir(cfg.path):
-        raise ConfigError("prepare.tokenizer.path", [f"not a tokenizer folder: {cfg.path}"])
-    if not os.path.isfile(os.path.join(cfg.path, "tokenizer.json")):
-        raise ConfigError("prepare.tokenizer.path", [f"{cfg.path}: needs a fast tokenizer (tokenizer.json)"])
+    problem = reuse_problem(cfg.path)
+    if problem:
+        raise ConfigError("prepare.tokenizer.path", [problem])
     os.makedirs(out_dir, exist_ok=True)
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(cfg.path, name)):
@@ -212,6 +232,21 @@ def encoder(tokenizer_json: str):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_str(tokenizer_json)
+
+
+def document_prefix(tok) -> list[int]:
+    """The ids the tokenizer's post-processor puts before a document's text (a reused model's BOS,
+    e.g. Llama's `<|begin_of_text|>`), [] when it adds none (forge's own trained tokenizer).
+
+    Pretraining documents start with them as the model saw in its own pretraining; what the
+    post-processor appends (some add EOS) is left out: the packer ends every document with EOS."""
+    probe = "a"
+    plain = tok.encode(probe, add_special_tokens=False).ids
+    full = tok.encode(probe, add_special_tokens=True).ids
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return full[:i]
+    return []  # the post-processor rewrote the text's own ids: add nothing rather than guess
 
 
 def build_tokenizer(train_text, cfg, pii_cfg, fs, out_dir: str) -> tuple[dict, str]:

@@ -7,6 +7,8 @@
 
 One `Fakes` per record: the same original always maps to the same fake, and a person's name
 tokens map one by one, so "Okafor" alone or inside an e-mail becomes the same fake surname.
+A fake that equals a real value (of this record, or with `real`, of any restricted record, in the
+forms the privacy check matches) is redrawn, not kept to be dropped by that check later.
 Identifiers keep their check digits valid (an IBAN that fails mod-97 would itself look fake and
 teach the model the wrong format). Names come from pools disjoint from the demo corpora's, so a
 fake can never equal a planted value of another record.
@@ -23,6 +25,7 @@ from forge_ray.corpora import fake_pii as fp
 from forge_ray.corpora import tickets
 from forge_ray.prepare.pii import ids
 from forge_ray.synthesize.dates import shift_date
+from forge_ray.synthesize.privacy import value_forms
 
 FIRST = ["Adela", "Bruno", "Carmen", "Dmitri", "Esther", "Felix", "Greta", "Henrik", "Irene", "Jonas", "Karin",
          "Luca", "Marta", "Niko", "Olga", "Pablo", "Ruth", "Simon", "Teresa", "Viktor", "Wanda", "Yusuf", "Zora",
@@ -38,6 +41,7 @@ _ID_MAKERS: dict[str, Callable[[random.Random], str]] = {
     "IT_FISCAL_CODE": fp.it_fiscal_code, "ES_DNI": fp.es_dni, "ES_NIE": fp.es_nie, "NL_BSN": fp.nl_bsn,
     "SG_NRIC": fp.sg_nric,
 }
+MAX_DRAWS = 200  # redraws of a fake that collides with a real value; past them the privacy check drops it
 # Entity types with a provider of their own; any other type (custom patterns, deny-lists) keeps its shape.
 BUILTIN_TYPES = ("PERSON", "EMAIL", "PHONE", "IBAN", "CREDIT_CARD", "IP_ADDRESS", "SECRET", "ADDRESS",
                  "DATE_OF_BIRTH", "PASSPORT", *_ID_MAKERS)
@@ -77,8 +81,10 @@ def luhn_digit(body: str) -> str:
 class Fakes:
     """Consistent fakes for one record (or one template sample); `inserted` is not kept here."""
 
-    def __init__(self, rng: random.Random, shift_days: int = 365):
+    def __init__(self, rng: random.Random, shift_days: int = 365, real: frozenset[str] = frozenset()):
+        """`real`: every restricted value in `value_forms` form (PrivacyIndex.all_values): no fake equals one."""
         self.r = rng
+        self.real = real
         self.shift = rng.choice([d for d in range(-shift_days, shift_days + 1) if d]) if shift_days else 0
         self.known: dict[tuple[str, str], str] = {}
         self.tokens: dict[str, str] = {}  # original name token -> fake token (first names and surnames)
@@ -92,13 +98,19 @@ class Fakes:
         if value is not None:
             self.avoid.add(value.strip().lower())
         make = getattr(self, f"_{entity.lower()}", None)
-        for _ in range(20):  # a fake equal to the original (or to another original) is no fake
+        for _ in range(MAX_DRAWS):  # a fake equal to the original (or to another original) is no fake
+            tokens = dict(self.tokens)
             out = make(value) if make else (shape(self.r, value) if value else self._custom())
-            if out.strip().lower() not in self.avoid:
+            if not self.collides(out):
                 break
+            self.tokens = tokens  # a person's name tokens are drawn again too
         if key is not None:
             self.known[key] = out
         return out
+
+    def collides(self, fake: str) -> bool:
+        """Whether `fake` equals an original of this record or, in a form the check matches, a real value."""
+        return fake.strip().lower() in self.avoid or any(f in self.real for f in value_forms(fake))
 
     # -- people and contact ------------------------------------------------------------------
     def _name_token(self, token: str, first: bool) -> str:

@@ -1,9 +1,14 @@
 """The synthetic source on storage, and opening it as a dataset the mixture weighs like any other.
 
-    <root>/datasets/<dataset>/<version>/synthetic/<source>/manifest.json
-    <root>/datasets/<dataset>/<version>/synthetic/<source>/shards/<name>/train-<nnnnn>.parquet
-    <root>/datasets/<dataset>/<version>/synthetic/<source>/samples.jsonl   (kept records, for reports)
-    <root>/datasets/<dataset>/<version>/synthetic/<source>/preview.jsonl   (a few {redacted, synthetic} pairs)
+    <root>/datasets/<dataset>/<version>/synthetic/<source>/CURRENT          (the current synthesis id)
+    <root>/datasets/<dataset>/<version>/synthetic/<source>/<id>/manifest.json
+    <root>/datasets/<dataset>/<version>/synthetic/<source>/<id>/shards/<name>/train-<nnnnn>.parquet
+    <root>/datasets/<dataset>/<version>/synthetic/<source>/<id>/samples.jsonl   (kept records, for reports)
+    <root>/datasets/<dataset>/<version>/synthetic/<source>/<id>/preview.jsonl   (a few {redacted, synthetic} pairs)
+
+Each synthesis (its id hashes inputs, settings and code) is its own immutable folder: a rerun after a
+change writes a new one and moves CURRENT to it, so a version trained on the previous one keeps its
+data. (A folder written before this layout, the synthesis directly under `<source>/`, is still read.)
 
     synth = open_synthetic(dataset, "tickets")          # a PreparedDataset with one source, <name>
     plan = build_plan([dataset, synth], cfg.mixture, ...)
@@ -29,21 +34,47 @@ from forge_ray.prepare.dataset import MANIFEST, PreparedDataset, version_dir
 from forge_ray.synthesize.records import SynthesizeError
 
 SYNTHETIC_DIR = "synthetic"
+CURRENT = "CURRENT"
 SAMPLES_FILE = "samples.jsonl"
 PREVIEW_FILE = "preview.jsonl"
 
 
 def synthetic_rel(dataset: PreparedDataset, source: str) -> str:
+    """The folder of every synthesis of `source` (and its CURRENT pointer)."""
     return f"{version_dir(dataset.dataset, dataset.version)}/{SYNTHETIC_DIR}/{source}"
 
 
+def synthesis_rel(dataset: PreparedDataset, source: str, synthesis_id: str) -> str:
+    return f"{synthetic_rel(dataset, source)}/{synthesis_id}"
+
+
+def current_rel(dataset: PreparedDataset, source: str) -> str | None:
+    """The current complete synthesis of `source`, or None."""
+    storage, base = dataset.storage, synthetic_rel(dataset, source)
+    if storage.exists(f"{base}/{CURRENT}"):
+        rel = synthesis_rel(dataset, source, storage.read_bytes(f"{base}/{CURRENT}").decode().strip())
+        return rel if storage.is_complete(rel) else None
+    return base if storage.is_complete(base) else None  # the layout before syntheses were kept apart
+
+
+def set_current(dataset: PreparedDataset, source: str, synthesis_id: str) -> None:
+    """Point CURRENT at a complete synthesis (replaced atomically: write, then rename)."""
+    if not dataset.storage.is_complete(synthesis_rel(dataset, source, synthesis_id)):
+        raise SynthesizeError(f"refusing to point {source}'s CURRENT at incomplete synthesis {synthesis_id}")
+    dataset.storage.write_bytes(f"{synthetic_rel(dataset, source)}/{CURRENT}", (synthesis_id + "\n").encode())
+
+
 def _tokenize(batch: dict, tokenizer_json: str) -> dict:
-    """Ray Data stage: token ids with the dataset's tokenizer, as prepare encodes (no special tokens)."""
+    """Ray Data stage: token ids with the dataset's tokenizer, as prepare encodes (BOS where the
+    tokenizer adds one, no other special tokens)."""
     from tokenizers import Tokenizer
 
+    from forge_ray.prepare.tokenizer import document_prefix
+
     tok = Tokenizer.from_str(tokenizer_json)
+    prefix = document_prefix(tok)
     texts = [str(t) for t in batch["text"]]
-    ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)] if texts else []
+    ids = [prefix + e.ids for e in tok.encode_batch(texts, add_special_tokens=False)] if texts else []
     return {"source": batch["source"], "split": batch["split"], "key": batch["key"], "pii": batch["pii"],
             "input_ids": ids}
 
@@ -64,7 +95,7 @@ def write_synthetic(dataset: PreparedDataset, source: str, name: str, texts: lis
         tokenizer_json = f.read()
     rows = pa.table({"source": [name] * len(texts), "split": ["train"] * len(texts),
                      "key": list(range(len(texts))), "pii": ["{}"] * len(texts), "text": texts})
-    with storage.atomic_dir(synthetic_rel(dataset, source)) as tmp:
+    with storage.atomic_dir(synthesis_rel(dataset, source, manifest["synthesis_id"])) as tmp:
         tokenized = ray.data.from_arrow(rows).map_batches(
             _tokenize, batch_format="numpy", batch_size=256, fn_kwargs={"tokenizer_json": tokenizer_json}
         ).materialize()
@@ -80,12 +111,14 @@ def write_synthetic(dataset: PreparedDataset, source: str, name: str, texts: lis
             f.write("".join(json.dumps(p, sort_keys=True) + "\n" for p in preview or []).encode())
         with storage.fs.open(posixpath.join(tmp, MANIFEST), "wb") as f:
             f.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    set_current(dataset, source, manifest["synthesis_id"])
     return manifest
 
 
-def read_manifest(dataset: PreparedDataset, source: str) -> dict | None:
-    rel = synthetic_rel(dataset, source)
-    return dataset.storage.read_json(f"{rel}/{MANIFEST}") if dataset.storage.is_complete(rel) else None
+def read_manifest(dataset: PreparedDataset, source: str, synthesis_id: str | None = None) -> dict | None:
+    """The manifest of the current synthesis of `source` (or of `synthesis_id`), None when not complete."""
+    rel = synthesis_rel(dataset, source, synthesis_id) if synthesis_id else current_rel(dataset, source)
+    return dataset.storage.read_json(f"{rel}/{MANIFEST}") if rel and dataset.storage.is_complete(rel) else None
 
 
 def open_synthetic(dataset: PreparedDataset, source: str) -> PreparedDataset:
@@ -94,7 +127,7 @@ def open_synthetic(dataset: PreparedDataset, source: str) -> PreparedDataset:
     if manifest is None:
         raise SynthesizeError(f"no complete synthetic source under {dataset.storage.url(synthetic_rel(dataset, source))}"
                               " (run `forge synthesize`)")
-    prefix = f"{SYNTHETIC_DIR}/{source}/"
+    prefix = current_rel(dataset, source).removeprefix(version_dir(dataset.dataset, dataset.version) + "/") + "/"
     splits = {sp: {**e, "shards": [{**s, "path": prefix + s["path"]} for s in e["shards"]]}
               for sp, e in manifest["splits"].items()}
     name = manifest["name"]
@@ -149,8 +182,9 @@ def list_synthetic(dataset: PreparedDataset) -> dict[str, dict]:
 
 def read_preview(dataset: PreparedDataset, source: str, limit: int = 5) -> list[dict]:
     """{redacted, synthetic} pairs: kept samples beside the redacted form of their record (for the report)."""
-    rel = f"{synthetic_rel(dataset, source)}/{PREVIEW_FILE}"
-    if not dataset.storage.exists(rel):
+    current = current_rel(dataset, source)
+    rel = f"{current}/{PREVIEW_FILE}"
+    if current is None or not dataset.storage.exists(rel):
         return []
     lines = dataset.storage.read_bytes(rel).decode().splitlines()
     return [json.loads(x) for x in lines[:limit] if x.strip()]
@@ -158,8 +192,9 @@ def read_preview(dataset: PreparedDataset, source: str, limit: int = 5) -> list[
 
 def read_samples(dataset: PreparedDataset, source: str, limit: int = 5) -> list[str]:
     """The first kept synthetic records (for the run report: beside the redacted originals)."""
-    rel = f"{synthetic_rel(dataset, source)}/{SAMPLES_FILE}"
-    if not dataset.storage.exists(rel):
+    current = current_rel(dataset, source)
+    rel = f"{current}/{SAMPLES_FILE}"
+    if current is None or not dataset.storage.exists(rel):
         return []
     lines = dataset.storage.read_bytes(rel).decode().splitlines()
     return [json.loads(x)["text"] for x in lines[:limit]]

@@ -87,7 +87,7 @@ def minhash(th: np.ndarray) -> np.ndarray:
     return mixed.min(axis=1)
 
 
-def _forms(value: str) -> list[str]:
+def value_forms(value: str) -> list[str]:
     """The forms a value is matched by: folded (>= 4 characters), and compact when it has digits (>= 6)."""
     folded = " ".join(value.lower().split())
     compact = re.sub(r"[\W_]", "", folded)
@@ -111,7 +111,7 @@ class PrivacyIndex:
         self.ngrams, self.probes, self.signatures = ngrams, probes, signatures
         self.values, self.canaries = values, canaries
         # every restricted value, as written (case and spaces folded) and without separators when it has digits
-        self.all_values = {f for vals in values.values() for _, v in vals for f in _forms(v)}
+        self.all_values = {f for vals in values.values() for _, v in vals for f in value_forms(v)}
         self.n, self.probe, self.min_distance = n, probe, min_distance
 
     @classmethod
@@ -152,7 +152,7 @@ class PrivacyIndex:
         if self._has_source_value(text, self.values.get(index, [])):
             failed.append("source_value")
         entities = [text[a:b] for a, b in inserted] + [text[a:b] for a, b, _ in rescan_spans or []]
-        if any(f in self.all_values for v in entities for f in _forms(v)):
+        if any(f in self.all_values for v in entities for f in value_forms(v)):
             failed.append("restricted_value")
         th = _token_hashes(tokens(text)[0])
         if np.isin(window_hashes(th, self.n), self.ngrams).any():

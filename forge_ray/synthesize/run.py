@@ -24,7 +24,7 @@ from forge_ray.prepare.dataset import open_dataset
 from forge_ray.prepare.outputs import load_key
 from forge_ray.prepare.run import data_context  # prepare's Ray Data settings: its packer writes the shards
 from forge_ray.storage import Storage
-from forge_ray.synthesize.output import read_manifest, synthetic_rel, write_synthetic
+from forge_ray.synthesize.output import read_manifest, set_current, synthesis_rel, write_synthetic
 from forge_ray.synthesize.privacy import PrivacyIndex, distribution
 from forge_ray.synthesize.records import SynthesizeError, as_record, read_restricted, scan_records
 from forge_ray.synthesize.stages import check_stage, generate_stage
@@ -113,14 +113,17 @@ def _one(config, dataset, source, records, lineage, gen: Generator, canaries) ->
 
     cfg = config.synthesize
     ident = _identity(config, source, lineage, gen)
-    existing = read_manifest(dataset, source)
-    if existing is not None:
-        if existing.get("synthesis_id") == ident:
-            log.info("synthetic %s is already complete (%s)", source, ident)
-            return existing
-        raise SynthesizeError(f"{dataset.storage.url(synthetic_rel(dataset, source))} holds another synthesis "
-                              f"({existing.get('synthesis_id')}, this one {ident}); artefacts are never "
-                              "overwritten: remove it to synthesise again")
+    current = read_manifest(dataset, source)
+    if current is not None and current.get("synthesis_id") == ident:
+        log.info("synthetic %s is already complete (%s)", source, ident)
+        return current
+    done = read_manifest(dataset, source, ident)
+    if done is not None:  # made before (e.g. a setting changed and changed back): current again
+        set_current(dataset, source, ident)
+        log.warning("synthetic %s: synthesis %s (these inputs, settings and code) is current again, in place of %s",
+                    source, ident, current.get("synthesis_id") if current else "none")
+        return done
+    previous = current.get("synthesis_id") if current else None
     start = time.time()
     entities = config.prepare.pii.entities_of(source)
     blocks = max(1, min(len(records) // cfg.batch_size + 1, 64))
@@ -137,6 +140,7 @@ def _one(config, dataset, source, records, lineage, gen: Generator, canaries) ->
     scope = cfg.privacy.ngram_scope
     scope = ("identifiers" if gen.strategy == "surrogate" else "all") if scope == "auto" else scope
     index = PrivacyIndex.build(recs, cfg.privacy, scope, canaries)
+    gen.real_values = frozenset(index.all_values)  # fakes equal to a real value are redrawn, not dropped later
 
     if hasattr(gen, "run"):  # a generator with its own Ray Data stages (the teacher's engine actors)
         samples = gen.run(recs, cfg.samples(source), cfg.seed, source, cfg.batch_size)
@@ -187,8 +191,14 @@ def _one(config, dataset, source, records, lineage, gen: Generator, canaries) ->
                         [float(r["distance"]) for r in results if r["failed"] == "[]"])},
         "seconds": {"scan": round(scan_s, 2), "generate_and_check": round(gen_s, 2)},
     }
+    if previous:  # a change in inputs, settings or code: a new synthesis, the previous one kept as it is
+        manifest["previous_synthesis_id"] = previous
     manifest = write_synthetic(dataset, source, cfg.output_name(source), kept, manifest,
                                config.prepare.shard_sequences, preview)
+    if previous:
+        log.warning("synthetic %s: new synthesis %s replaces %s as the current one (inputs, settings or code "
+                    "changed); %s stays at %s", source, ident, previous, previous,
+                    dataset.storage.url(synthesis_rel(dataset, source, previous)))
     log.info("synthetic %s (%s): %d of %d samples kept, dropped %s", source, gen.strategy, len(kept),
              len(results), dropped or "none")
     return manifest

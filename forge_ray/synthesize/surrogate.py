@@ -25,6 +25,8 @@ class Generator:
     """Makes `samples` synthetic samples per record, each from its own seeded stream."""
 
     strategy = "custom"
+    # every restricted value (PrivacyIndex.all_values), set by the run before generation: fakes avoid them
+    real_values: frozenset[str] = frozenset()
 
     def describe(self) -> dict:
         """What the manifest records about the generator (prompts, teacher, templates)."""
@@ -113,7 +115,7 @@ class SurrogateGenerator(Generator):
         return {"date_shift_days": self.shift_days}
 
     def one(self, record: SourceRecord, j: int, seed: int, source: str) -> Sample:
-        fakes = Fakes(sample_rng(seed, source, record.index, j), self.shift_days)
+        fakes = Fakes(sample_rng(seed, source, record.index, j), self.shift_days, self.real_values)
         for _, value in record.values():  # no fake may equal any original of the record
             fakes.avoid.add(value.strip().lower())
         text, inserted = surrogate(record, fakes)

@@ -100,11 +100,13 @@ class TeacherEngine:
         return {**batch, "raw": [o.outputs[0].text for o in outs], "error": [""] * n}
 
 
-def fill_stage(batch: dict, seed: int, source: str) -> dict:
-    """The teacher's placeholders filled with fakes (the fakes' ranges are what the re-scan may find)."""
+def fill_stage(batch: dict, seed: int, source: str, real: frozenset[str] = frozenset()) -> dict:
+    """The teacher's placeholders filled with fakes (the fakes' ranges are what the re-scan may find);
+    `real`: the restricted values no fake may equal."""
     texts, inserted = [], []
     for i, j, raw in zip(batch["index"], batch["j"], batch["raw"], strict=True):
-        text, ranges = fill_placeholders(str(raw).strip(), Fakes(sample_rng(seed + 1, source, int(i), int(j))))
+        rng = sample_rng(seed + 1, source, int(i), int(j))
+        text, ranges = fill_placeholders(str(raw).strip(), Fakes(rng, real=real))
         texts.append(text)
         inserted.append(json.dumps(ranges))
     return {"index": batch["index"], "j": batch["j"], "text": texts, "inserted": inserted, "prompt": batch["prompt"],
@@ -154,5 +156,5 @@ class TeacherGenerator(Generator):
                          batch_size=c.batch_size, batch_format="numpy", concurrency=c.engines, num_cpus=c.cpus,
                          runtime_env={"env_vars": env}, **({"num_gpus": c.gpus} if c.gpus else {}))
             .map_batches(fill_stage, batch_size=batch_size, batch_format="numpy",
-                         fn_kwargs={"seed": seed, "source": source})
+                         fn_kwargs={"seed": seed, "source": source, "real": self.real_values})
         )

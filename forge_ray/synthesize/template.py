@@ -81,5 +81,5 @@ class TemplateGenerator(Generator):
     def one(self, record: SourceRecord, j: int, seed: int, source: str) -> Sample:
         rng = sample_rng(seed, source, record.index, j)
         template = rng.choice(self.templates)
-        text, inserted = fill(template, Fakes(rng), self.values)
+        text, inserted = fill(template, Fakes(rng, real=self.real_values), self.values)
         return Sample(record.index, j, text, inserted, prompt=f"template:{self.templates.index(template)}")

@@ -17,6 +17,7 @@ tests and for trying the CLI without a cluster. It is careful on shared machines
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -54,6 +55,21 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
+def end_session(sid: int, grace_s: float = 5, signals=(signal.SIGTERM, signal.SIGKILL)) -> None:
+    """Send each of `signals` to every process of session `sid` until none is left (`grace_s` apart)."""
+    for sig in signals:
+        for pid in session_pids(sid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while session_pids(sid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not session_pids(sid):
+            return
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -65,8 +81,11 @@ def _listening(port: int) -> bool:
 class LocalHead:
     """`ray start --head` on 127.0.0.1 with explicit logical resources, stopped by `stop()`."""
 
-    def __init__(self, num_cpus: int = 4, *, python_bin: str | None = None, extra_env: dict | None = None):
+    def __init__(self, num_cpus: int = 4, *, python_bin: str | None = None, extra_env: dict | None = None,
+                 resources: dict[str, float] | None = None, system_config: dict | None = None):
         self.num_cpus = num_cpus
+        self.resources = resources or {}
+        self.system_config = system_config or {}
         # The jobs run `python` from the head's PATH: put the interpreter running us first, so the
         # cluster's Python environment is ours (as on a real node started from forge's venv).
         self.bin_dir = str(Path(python_bin or sys.executable).parent)
@@ -105,6 +124,10 @@ class LocalHead:
             f"--num-cpus={self.num_cpus}", "--node-ip-address=127.0.0.1",
             f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
         ]  # fmt: skip
+        if self.resources:
+            cmd.append(f"--resources={json.dumps(self.resources)}")
+        if self.system_config:
+            cmd.append(f"--system-config={json.dumps(self.system_config)}")
         self._proc = subprocess.Popen(
             cmd, env=self.env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -113,9 +136,9 @@ class LocalHead:
         except subprocess.TimeoutExpired:
             self.stop()
             raise ForgeError(f"`ray start --head` did not finish within {timeout_s:.0f} s") from None
-        if self._proc.returncode != 0:
+        if (rc := self._proc.returncode) != 0:
             self.stop()
-            raise ForgeError(f"`ray start --head` failed (exit {self._proc.returncode}):\n{out[-3000:]}")
+            raise ForgeError(f"`ray start --head` failed (exit {rc}):\n{out[-3000:]}")
         # `ray start` returns before the node's dashboard agent (which runs submitted jobs) listens;
         # until it does, the job API answers "No available agent". On a loaded machine that takes a while.
         deadline = time.monotonic() + timeout_s
@@ -129,22 +152,79 @@ class LocalHead:
     def stop(self, grace_s: float = 5) -> None:
         """End every process of this head's session; remove its temp dir."""
         if self._proc is not None:
-            sid = self._proc.pid  # the session leader's pid is the session id
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                for pid in session_pids(sid):
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                deadline = time.monotonic() + grace_s
-                while session_pids(sid) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                if not session_pids(sid):
-                    break
+            end_session(self._proc.pid, grace_s)
             self._proc = None
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalHead:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# `ray start --address` with "multi-node clusters" off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which
+# keeps every address on 127.0.0.1) refuses to join; with it on, Ray rewrites 127.0.0.1 (the head's
+# address and --node-ip-address) to the routable interface, where the head does not listen. So the
+# CLI runs with the switch on for its refusal check alone; every other use, in it and in the
+# processes it starts, still sees loopback.
+_JOIN_ON_LOOPBACK = """
+import sys, types
+import ray._private.ray_constants as constants
+import ray.scripts.scripts as scripts
+scripts.ray_constants = types.SimpleNamespace(**{**vars(constants), "ENABLE_RAY_CLUSTER": True})
+sys.argv[0] = "ray"
+scripts.main()
+"""
+
+
+class LocalNode:
+    """A second Ray node on this machine joining a `LocalHead` (`ray start --address`), with its own
+    temp dir and session: `kill()` ends every process of it at once (raylet, object store, workers),
+    as a machine that dies would; `stop()` is the same, gentler."""
+
+    def __init__(self, head: LocalHead, num_cpus: int = 2, *, resources: dict[str, float] | None = None,
+                 object_store_mb: int = 512):
+        self.head, self.num_cpus, self.resources = head, num_cpus, resources or {}
+        self.object_store_mb = object_store_mb
+        self.temp_dir = tempfile.mkdtemp(prefix="forge-node-", dir="/tmp")
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120) -> LocalNode:
+        cmd = [
+            sys.executable, "-c", _JOIN_ON_LOOPBACK, "start", f"--address={self.head.gcs_address}",
+            f"--num-cpus={self.num_cpus}", "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}",
+            f"--resources={json.dumps(self.resources)}", f"--object-store-memory={self.object_store_mb << 20}",
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        self._proc = subprocess.Popen(
+            cmd, env=self.head.env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            out, _ = self._proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise ForgeError(f"`ray start --address` did not finish within {timeout_s:.0f} s") from None
+        if (rc := self._proc.returncode) != 0:
+            self.stop()
+            raise ForgeError(f"`ray start --address` failed (exit {rc}):\n{out[-3000:]}")
+        return self
+
+    def pids(self) -> list[int]:
+        return session_pids(self._proc.pid) if self._proc is not None else []
+
+    def kill(self) -> None:
+        """SIGKILL every process of this node: no goodbye to the head, as when a machine is lost."""
+        if self._proc is not None:
+            end_session(self._proc.pid, 5, (signal.SIGKILL,))
+
+    def stop(self, grace_s: float = 5) -> None:
+        if self._proc is not None:
+            end_session(self._proc.pid, grace_s)
+            self._proc = None
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalNode:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -52,12 +52,13 @@ def base_model(tokenizer_dir: Path, out_dir: Path, model: dict | None = None, se
     from forge_ray.config.model import ModelConfig
     from forge_ray.models import build_model
     from forge_ray.models.hf import save_hf_folder
+    from forge_ray.train.deepspeed_adapter import moe_layer
 
     info = json.loads((tokenizer_dir / "tokenizer.json").read_text())
     vocab = len(info["model"]["vocab"]) + sum(1 for t in info["added_tokens"] if t["id"] >= len(info["model"]["vocab"]))
     cfg = ModelConfig(**{**TINY_MODEL, **(model or {}), "vocab_size": vocab})
     specials = {t["content"]: t["id"] for t in info["added_tokens"]}
-    save_hf_folder(build_model(cfg, seed=seed).state_dict(), cfg, out_dir, tokenizer_dir=tokenizer_dir,
+    save_hf_folder(build_model(cfg, seed=seed, moe_layer=moe_layer).state_dict(), cfg, out_dir, tokenizer_dir=tokenizer_dir,
                    eos=specials["<|endoftext|>"], pad=specials["<|pad|>"])
     return out_dir
 

@@ -115,13 +115,22 @@ def check_data_fits(config: ForgeConfig, dataset: PreparedDataset) -> None:
 
 def check_objective(config: ForgeConfig, dataset: PreparedDataset, model: ModelConfig) -> None:
     """`train.objective` against the data, `train.lora.targets` against the model, before any worker starts."""
+    from forge_ray.mixture import MixtureError
+    from forge_ray.mixture.datasets import mixed_datasets
+
     t = config.train
     problems = []
-    if t.objective == "sft" and not dataset.has_loss_mask:
+    try:  # an SFT run may mix pre-training datasets in (mixture.datasets): their rows train on every token
+        mixed = mixed_datasets(dataset, config.mixture)
+    except MixtureError as e:
+        raise ConfigError("mixture", [f"mixture: {e}"]) from None
+    masked = [f"{d.dataset}/{d.version}" for d in mixed if d.has_loss_mask]
+    if t.objective == "sft" and not masked:
+        names = ", ".join(f"{d.dataset}/{d.version}" for d in mixed)
         problems.append(f"train.objective 'sft' needs a dataset prepared from chat / instruction sources (a loss "
-                        f"mask on the assistant's tokens); {dataset.dataset}/{dataset.version} has none")
-    if t.objective == "pretrain" and dataset.has_loss_mask:
-        problems.append(f"dataset {dataset.dataset}/{dataset.version} holds conversations with an assistant-only "
+                        f"mask on the assistant's tokens); {names} has none")
+    if t.objective == "pretrain" and masked:
+        problems.append(f"dataset {', '.join(masked)} holds conversations with an assistant-only "
                         "loss mask: set train.objective to 'sft'")
     if t.lora is not None:
         attention = {"q_proj", "k_proj", "v_proj", "o_proj"}

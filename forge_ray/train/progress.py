@@ -26,9 +26,10 @@ class StepFollower:
     prints what arrived last). `read` and `emit` are injectable for tests."""
 
     def __init__(self, run_dir: str, total_steps: int, *, period_s: float = 2.0,
-                 read: Callable[[str], list[StepRecord]] = read_metrics, emit: Callable[[str], None] = say):
+                 read: Callable[[str], list[StepRecord]] = read_metrics, emit: Callable[[str], None] = say,
+                 line: Callable[[dict, int], str] = step_line):
         self.run_dir, self.total_steps, self.period_s = run_dir, total_steps, period_s
-        self.read, self.emit = read, emit
+        self.read, self.emit, self.line = read, emit, line
         self.last_step = -1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="forge-step-follower", daemon=True)
@@ -41,7 +42,7 @@ class StepFollower:
         for rec in records:
             if rec["step"] > self.last_step:
                 self.last_step = rec["step"]
-                self.emit(step_line(rec, self.total_steps))
+                self.emit(self.line(rec, self.total_steps))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period_s):

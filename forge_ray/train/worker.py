@@ -45,8 +45,9 @@ def initial_weights(job: WorkerJob) -> dict[str, torch.Tensor]:
 
         return upcycle_folder(job.model.upcycle_from, job.model, seed=job.train.seed)
     from forge_ray.models import build_model
+    from forge_ray.train.deepspeed_adapter import moe_layer
 
-    return build_model(job.model, seed=job.train.seed).state_dict()
+    return build_model(job.model, seed=job.train.seed, moe_layer=moe_layer).state_dict()
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -59,7 +60,7 @@ def run_worker(job: WorkerJob) -> None:
 
     from forge_ray.models import build_model
     from forge_ray.train.checkpoint import load_local_weights, read_checkpoint, restore_optimizer
-    from forge_ray.train.deepspeed_adapter import build_engine, zero_stage
+    from forge_ray.train.deepspeed_adapter import build_engine, moe_layer, zero_stage
     from forge_ray.train.step_trainer import StepTrainer
 
     ctx = ray.train.get_context()
@@ -79,7 +80,7 @@ def run_worker(job: WorkerJob) -> None:
             raise RuntimeError(f"checkpoint was written for plan {state.get('plan_id')}, run has {job.plan.plan_id}")
     else:
         weights = initial_weights(job)
-    model = build_model(cfg, ep_size=ep)
+    model = build_model(cfg, ep_size=ep, moe_layer=moe_layer)  # the train room hands the model DeepSpeed-MoE
     model.activation_checkpointing = train.activation_checkpointing  # recompute blocks in backward
     if train.lora is not None:  # adapters on the chosen projections, the base frozen (docs/sft.md)
         from forge_ray.models.lora import apply_lora, lora_state

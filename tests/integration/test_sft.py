@@ -6,6 +6,7 @@ Ray Train + DeepSpeed, in full and with LoRA; the held-out KPI rises, the LoRA e
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -127,3 +128,36 @@ def test_the_sft_version_serves_chat_completions_with_its_template(sft, tmp_path
         assert sum(case["expected"].lower() in w["answer"].lower() for case, w in zip(cases, expected, strict=True)) >= 4
     finally:
         stop_serving(endpoint)
+
+
+def test_sft_mixes_a_pretraining_dataset_in_by_weight(ray_cluster, tmp_path):
+    """The SFT run keeps domain knowledge: a pre-training dataset (the Python docs, prepared with the
+    same tokenizer) mixed in through `mixture.datasets`; its rows train on every real token."""
+    from forge_ray.corpora.docs import docs_records
+    from forge_ray.prepare.run import prepare_dataset
+    from forge_ray.testing.sft import sft_config, sft_workspace
+    from forge_ray.train import run_training
+
+    ws = sft_workspace(tmp_path, n=300)
+    docs_dir = ws.root / "corpora" / "docs"
+    docs_dir.mkdir(parents=True)
+    (docs_dir / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in docs_records(limit=60)))
+    source = json.dumps([{"name": "docs", "uri": "{storage_root}/corpora/docs", "format": "jsonl",
+                          "text_field": "text", "id_field": "id", "license": "PSF-2.0", "sensitivity": "public"}])
+    pre = prepare_dataset(sft_config(ws, [f"data.sources={source}", "prepare.dataset=docs",
+                                          "train.objective=pretrain"]))
+    chat = prepare_dataset(sft_config(ws))
+    assert chat.has_loss_mask and not pre.has_loss_mask
+    cfg = sft_config(ws, ["train.run_name=mixed", "train.steps=6", "train.log_every=1", "train.export=false",
+                          "mixture.datasets=[docs]", "mixture.weights={instructions: 0.75, docs: 0.25}"])
+    run = run_training(cfg, chat)
+    shares = {s["name"]: s["samples"] for s in run.plan.to_json()["sources"]}
+    assert shares == {"instructions": 72, "docs": 24}  # 6 steps x 16 sequences, 3:1
+    assert all(set(r["loss_by_source"]) == {"instructions", "docs"} for r in run.metrics)
+    # Per step: 12 SFT rows count their assistant tokens, 4 docs rows every real token (about a row each).
+    split = {n: d.manifest["sources"][n]["splits"]["train"] for n, d in (("instructions", chat), ("docs", pre))}
+    sft_row = split["instructions"]["target_tokens"] / split["instructions"]["sequences"]
+    docs_row = (split["docs"]["tokens"] - split["docs"]["sequences"]) / split["docs"]["sequences"]
+    mean = statistics.mean(r["target_tokens"] for r in run.metrics)
+    assert docs_row > 5 * sft_row
+    assert 0.8 * (12 * sft_row + 4 * docs_row) < mean < 1.2 * (12 * sft_row + 4 * docs_row), (sft_row, docs_row, mean)

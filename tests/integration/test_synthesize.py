@@ -163,3 +163,22 @@ def test_teacher_on_vllm_writes_checked_samples(restricted_root, tmp_path):
     assert c["samples"] == 2 * c["records"] and c["kept"] + sum(c["dropped"].values()) == c["samples"]
     assert m["generator"]["teacher"]["version"] == "v1" and "config.json" in m["generator"]["teacher"]["sha256"]
     assert c["kept"] > 0 and m["privacy"]["max_shared_ngram_tokens_kept"] < 13
+
+
+def test_a_rerun_after_a_change_writes_a_new_synthesis_and_says_so(restricted_root, tmp_path, caplog):
+    from forge_ray.prepare.dataset import open_dataset
+    from forge_ray.storage import Storage
+    from forge_ray.synthesize import synthesize
+    from forge_ray.synthesize.output import read_manifest
+
+    root = _copy(restricted_root, tmp_path)
+    first = synthesize(_config(root))["tickets"]
+    with caplog.at_level("WARNING", logger="forge_ray.synthesize.run"):
+        second = synthesize(_config(root, tickets={"strategy": "surrogate", "samples_per_record": 2}))["tickets"]
+    assert second["synthesis_id"] != first["synthesis_id"] and second["previous_synthesis_id"] == first["synthesis_id"]
+    assert f"replaces {first['synthesis_id']}" in caplog.text
+    ds = open_dataset(Storage(str(root)), _config(root).prepare.dataset)
+    assert read_manifest(ds, "tickets")["synthesis_id"] == second["synthesis_id"]
+    assert read_manifest(ds, "tickets", first["synthesis_id"]) == first  # kept for versions trained on it
+    again = synthesize(_config(root))["tickets"]  # the first settings again: that synthesis, current again
+    assert again == first and read_manifest(ds, "tickets")["synthesis_id"] == first["synthesis_id"]

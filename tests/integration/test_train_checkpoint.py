@@ -61,13 +61,13 @@ def _run(rank: int, world: int, port: int, out_dir: str, phase: str) -> None:
         restore_optimizer,
         write_checkpoint,
     )
-    from forge_ray.train.deepspeed_adapter import build_engine
+    from forge_ray.train.deepspeed_adapter import build_engine, moe_layer
 
     train = TrainConfig(micro_batch_size=MICRO, global_batch_size=G, max_workers=2, lr=1e-2, warmup_steps=0)
-    model = build_model(_cfg(world), ep_size=world)
+    model = build_model(_cfg(world), ep_size=world, moe_layer=moe_layer)
     ckpt = os.path.join(out_dir, "ckpt")
     if phase == "first":
-        load_local_weights(model, build_model(_cfg(1), seed=0).state_dict())
+        load_local_weights(model, build_model(_cfg(1), seed=0, moe_layer=moe_layer).state_dict())
     else:
         weights, moments, state = read_checkpoint(ckpt)
         load_local_weights(model, weights)

@@ -82,11 +82,12 @@ def test_export_logits_match_the_trained_model(moe_run):
 
     from forge_ray.models import build_model
     from forge_ray.train.checkpoint import read_checkpoint
+    from forge_ray.train.deepspeed_adapter import moe_layer
 
     config, dataset, result, exported = moe_run
     weights, _, state = read_checkpoint(result.checkpoint_dir, optimizer=False)
     assert state["step"] == 30
-    ours = build_model(result.model).eval()
+    ours = build_model(result.model, moe_layer=moe_layer).eval()
     ours.load_state_dict(weights)
     hf = AutoModelForCausalLM.from_pretrained(exported.path).eval()
     assert type(hf).__name__ == "MixtralForCausalLM"

@@ -47,7 +47,7 @@ def _run(rank: int, port: int, out_dir: str) -> None:
     from forge_ray.config.model import ModelConfig
     from forge_ray.config.train import TrainConfig
     from forge_ray.models import build_model
-    from forge_ray.train.deepspeed_adapter import build_engine
+    from forge_ray.train.deepspeed_adapter import build_engine, moe_layer
     from forge_ray.train.loss import CausalLMLoss
     from forge_ray.train.schedule import lr_at
     from forge_ray.train.step_trainer import StepTrainer
@@ -62,7 +62,7 @@ def _run(rank: int, port: int, out_dir: str) -> None:
                     config_hash="test")
     results = {}
     for name, loss_fn in (("lm", None), ("second_half", _second_half_only)):
-        model = build_model(cfg, seed=0)
+        model = build_model(cfg, seed=0, moe_layer=moe_layer)
         engine, optimizer = build_engine(model, train, 1)
         trainer = StepTrainer(job, engine, optimizer, model, rank=0, world_size=1, start_step=0, tokens_seen=0,
                               threads=1, loss_fn=loss_fn)

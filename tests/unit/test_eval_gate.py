@@ -63,3 +63,85 @@ def test_an_evaluation_error_rejects_with_the_cause():
     d = apply_gate(GateConfig(), report({}, error="version does not load: bad safetensors"))
     assert d["decision"] == "reject" and failed(d) == ["evaluation"]
     assert "bad safetensors" in d["reasons"][0]
+
+
+def sft_report(score: float, ppl: float = 20.0):
+    r = report({"instructions": ppl}, suites=[("chat", score, 0.0)])
+    return r
+
+
+def base_baseline(score: float | None, ppl: float = 40.0):
+    kpi = None if score is None else {"suites": [{"name": "chat", "score": score, "threshold": 0.0, "passed": True}],
+                                      "weighted_score": score}
+    return {"version": "base-v1", "perplexity": {"instructions": {"perplexity": ppl}}, "measured": "now",
+            "kind": "base", "kpi": kpi}
+
+
+def test_sft_version_must_reach_its_base_kpi_plus_the_gain():
+    gate = GateConfig(min_kpi_gain_over_base=0.1)
+    better = apply_gate(gate, sft_report(0.6), base_baseline(0.3))
+    assert better["decision"] == "promote"
+    rule = next(r for r in better["rules"] if r["rule"] == "min_kpi_gain_over_base")
+    assert rule["detail"] == "weighted score 0.600 >= base base-v1 0.300 +0.1"
+    worse = apply_gate(gate, sft_report(0.35), base_baseline(0.3))
+    assert worse["decision"] == "reject" and failed(worse) == ["min_kpi_gain_over_base"]
+    assert "0.350 < base base-v1 0.300 +0.1" in worse["reasons"][0]
+    # the perplexity rule names the base, not a promoted version
+    ppl = next(r for r in better["rules"] if r["rule"] == "max_perplexity_regression_pct")
+    assert "instructions 20.00 vs base base-v1 40.00" in ppl["detail"]
+
+
+def test_base_kpi_rule_only_with_a_base_and_its_scores():
+    gate = GateConfig()
+    assert "min_kpi_gain_over_base" not in [r["rule"] for r in apply_gate(gate, sft_report(0.1), BASE)["rules"]]
+    assert "min_kpi_gain_over_base" not in [r["rule"] for r in apply_gate(gate, sft_report(0.1),
+                                                                          base_baseline(None))["rules"]]
+    off = GateConfig(min_kpi_gain_over_base=None)
+    assert apply_gate(off, sft_report(0.1), base_baseline(0.9))["decision"] == "promote"
+    # the default gain 0: the SFT version may not score below its base
+    assert failed(apply_gate(gate, sft_report(0.2), base_baseline(0.5))) == ["min_kpi_gain_over_base"]
+
+
+def test_report_shows_the_version_beside_its_base():
+    from forge_ray.eval.report import format_report
+
+    r = {**sft_report(0.6), "model": "m", "version": "sft-v2", "baseline": base_baseline(0.3), "memorisation": None}
+    r["perplexity"]["instructions"]["tokens"] = 100
+    r["kpi"]["suites"][0].update(weight=1.0, threshold=0.5)
+    r["gate"] = apply_gate(GateConfig(), r, r["baseline"])
+    text = format_report(r)
+    assert "perplexity instructions      20.00  over 100 tokens  (base base-v1: 40.00)" in text
+    assert "suite chat                 0.600 (threshold 0.5, weight 1) pass  (base base-v1: 0.300)" in text
+    assert "weighted KPI score 0.600  (base base-v1: 0.300)" in text
+
+
+class FakeRegistry:
+    def __init__(self, versions):
+        self._versions = versions
+
+    def versions(self):
+        return list(self._versions)
+
+    def version_path(self, version):
+        return f"/root/registry/m/{version}"
+
+    def get(self, version):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(url=f"file:///root/registry/m/{version}")
+
+
+def test_sft_base_is_the_init_from_version_or_folder():
+    from forge_ray.config import load_config
+    from forge_ray.eval.run import sft_base
+    from tests.conftest import DEMO_CONFIG
+
+    cfg = load_config(DEMO_CONFIG)
+    registry = FakeRegistry(["v1", "v2"])
+    assert sft_base(cfg, registry) is None  # pretraining: the promoted version is the baseline
+    cfg.train.objective = "sft"
+    assert sft_base(cfg, registry) is None  # from scratch: nothing to compare with
+    cfg.model.init_from = "/root/registry/m/v2/"
+    assert sft_base(cfg, registry) == ("v2", "file:///root/registry/m/v2")
+    cfg.model.init_from = "/models/open-weights-base"
+    assert sft_base(cfg, registry) == ("/models/open-weights-base", "/models/open-weights-base")

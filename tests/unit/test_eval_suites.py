@@ -36,7 +36,7 @@ def test_demo_suite_loads_with_every_scorer():
         ("  - {id: a, prompt: p, expected: x}\n", "cases[1] (id 'a').scorer: required field is missing"),
         ("  - {id: a, prompt: p, scorer: regex, pattern: '(['}\n", "cases[1] (id 'a').pattern: regex does not compile"),
         ("  - {id: a, prompt: p, scorer: exact}\n", "cases[1] (id 'a').expected: required field is missing"),
-        ("  - {id: a, scorer: exact, expected: x}\n", "cases[1] (id 'a').prompt: required field is missing"),
+        ("  - {id: a, scorer: exact, expected: x}\n", "cases[1] (id 'a'): `prompt` (a completion) or `messages` (a chat) is required"),
         ("  - {id: a, prompt: p, scorer: numeric, expected: ten}\n", "cases[1] (id 'a').expected:"),
         ("  - {id: a, prompt: p, scorer: json_schema, schema: {type: nope}}\n", "(id 'a').schema: not a valid JSON schema"),
         ("  - {id: a, prompt: p, scorer: choice, choices: [x, y], answer: z}\n", "answer 'z' is not one of the choices"),

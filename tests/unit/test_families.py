@@ -13,6 +13,7 @@ import torch
 from forge_ray.config.model import ModelConfig
 from forge_ray.models import build_model
 from forge_ray.models.hf import load_hf_folder, save_hf_folder
+from forge_ray.train.deepspeed_adapter import moe_layer
 
 V = 101
 COMMON = dict(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -57,7 +58,7 @@ def test_import_then_export_keeps_the_family_and_its_logits(tmp_path, case):
     hf = hf_model(case)
     hf.save_pretrained(tmp_path / "hf")
     cfg, state = load_hf_folder(tmp_path / "hf", ModelConfig())
-    ours = build_model(cfg).eval()
+    ours = build_model(cfg, moe_layer=moe_layer).eval()
     ours.load_state_dict(state)
     ids = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(logits(ours, ids), logits(hf, ids), atol=1e-5, rtol=1e-5)

@@ -12,7 +12,7 @@ import pytest
 
 from forge_ray.config.prepare import TokenizerConfig
 from forge_ray.errors import ConfigError
-from forge_ray.prepare.tokenizer import chat_template, reuse_tokenizer
+from forge_ray.prepare.tokenizer import chat_template, reuse_tokenizer, tokenizer_info
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|tool|>"]
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -102,3 +102,72 @@ def test_a_tokenizer_larger_than_the_embeddings_names_both_sizes_and_folders(tmp
     with pytest.raises(ConfigError, match=rf"\(101 embeddings, {tmp_path / 'open'}\) is smaller than the dataset "
                        rf"tokenizer's \(102 tokens, {tmp_path / 'other'} -> ds/tokenizer\)"):
         resolve_model(config, _Dataset(102, str(tmp_path / "other"), "ds/tokenizer"))
+
+
+def _with_post_processor(folder, single: str) -> str:
+    """The instruct tokenizer with a post-processor as Llama's (`single` e.g. "<|endoftext|> $A")."""
+    from tokenizers import Tokenizer, processors
+
+    path = folder / "tokenizer.json"
+    tok = Tokenizer.from_file(str(path))
+    specials = [(t, tok.token_to_id(t)) for t in SPECIALS if t in single]
+    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=specials)
+    tok.save(str(path))
+    return path.read_text()
+
+
+@pytest.mark.parametrize("single, prefix", [
+    ("<|endoftext|> $A", ["<|endoftext|>"]),  # BOS only (Llama 3's <|begin_of_text|>)
+    ("<|endoftext|> $A <|im_end|>", ["<|endoftext|>"]),  # BOS and EOS: EOS is the packer's to add
+    ("$A", []),  # no special tokens added (forge's own trained tokenizer)
+])
+def test_pretraining_documents_start_with_bos_where_the_tokenizer_adds_one(tmp_path, single, prefix):
+    import pyarrow as pa
+    from tokenizers import Tokenizer
+
+    from forge_ray.prepare.stages import tokenize_stage
+
+    src = instruct_tokenizer(tmp_path / "model")
+    tokenizer_json = _with_post_processor(tmp_path / "model", single)
+    tok = Tokenizer.from_str(tokenizer_json)
+    texts = ["hello world", "the tokenizer"]
+    batch = pa.table({"source": ["a", "a"], "split": ["train"] * 2, "key": ["k1", "k2"], "pii": [0, 0],
+                      "outcome": ["kept"] * 2, "text": texts})
+    ids = tokenize_stage(batch, tokenizer_json)["input_ids"].to_pylist()
+    want = [tok.token_to_id(t) for t in prefix]
+    assert ids == [want + tok.encode(t, add_special_tokens=False).ids for t in texts]
+    if prefix:  # the manifest says so too
+        info = tokenizer_info(src)
+        assert info["bos_token_id"] is None or info["bos_token_id"] == want[0]
+
+
+def test_a_sentencepiece_only_folder_is_refused_naming_the_folder_and_the_missing_file(tmp_path):
+    from forge_ray.config.loader import load_yaml, validate_config
+    from forge_ray.prepare.run import prepare_dataset
+    from tests.conftest import DEMO_CONFIG
+
+    folder = tmp_path / "open"
+    folder.mkdir()
+    (folder / "tokenizer.model").write_bytes(b"\x0a\x03sp")  # a sentencepiece model, no tokenizer.json
+    (folder / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=rf"{folder} holds a sentencepiece tokenizer.model but no tokenizer.json"):
+        reuse_tokenizer(TokenizerConfig(mode="reuse", path=str(folder)), str(tmp_path / "out"))
+    raw = load_yaml(DEMO_CONFIG)
+    raw["model"]["init_from"] = str(folder)  # the tokenizer defaults to it
+    raw["prepare"]["tokenizer"].pop("mode", None)
+    raw["project"]["storage_root"] = str(tmp_path / "store")
+    config = validate_config(raw)
+    with pytest.raises(ConfigError, match=rf"{folder} holds a sentencepiece tokenizer.model but no tokenizer.json"):
+        prepare_dataset(config, address="ray://nowhere:1")  # refused before it connects to any cluster
+    assert not (tmp_path / "out").exists()
+
+
+def test_init_from_on_an_object_store_is_the_tokenizer_folder_too():
+    from forge_ray.config.loader import load_yaml, validate_config
+    from tests.conftest import DEMO_CONFIG
+
+    raw = load_yaml(DEMO_CONFIG)
+    raw["model"]["init_from"] = "s3://models/open-llama"
+    raw["prepare"]["tokenizer"].pop("mode", None)
+    tok = validate_config(raw).prepare.tokenizer
+    assert (tok.mode, tok.path) == ("reuse", "s3://models/open-llama")

@@ -10,6 +10,7 @@ from forge_ray.config.train import TrainConfig
 from forge_ray.models import build_model
 from forge_ray.models.dry_run import dry_run, memory_per_worker, model_size
 from forge_ray.models.presets import preset
+from forge_ray.train.deepspeed_adapter import moe_layer
 
 
 def tiny(**kw) -> ModelConfig:
@@ -20,7 +21,7 @@ def tiny(**kw) -> ModelConfig:
 
 
 def test_dense_forward_shapes_and_gqa_projections():
-    m = build_model(tiny(), seed=0)
+    m = build_model(tiny(), seed=0, moe_layer=moe_layer)
     out = m(torch.randint(0, 97, (3, 11)))
     assert out.logits.shape == (3, 11, 97) and out.expert_counts is None and float(out.aux_loss) == 0.0
     attn = m.layers[0].self_attn
@@ -28,20 +29,34 @@ def test_dense_forward_shapes_and_gqa_projections():
 
 
 def test_moe_routes_every_token_to_top_k_experts():
-    m = build_model(tiny(family="moe"), seed=0)
+    m = build_model(tiny(family="moe"), seed=0, moe_layer=moe_layer)
     out = m(torch.randint(0, 97, (2, 10)))
     assert out.expert_counts.shape == (2, 4)  # [MoE layers, experts]
     assert out.expert_counts.sum(1).tolist() == [2 * 10 * 2] * 2  # tokens x top_k, per layer
     assert float(out.aux_loss.detach()) > 0
 
 
+def test_an_moe_model_takes_its_moe_layer_from_its_caller():
+    with pytest.raises(ValueError, match="needs its MoE layer: pass moe_layer="):
+        build_model(tiny(family="moe"), seed=0)
+    build_model(tiny(), seed=0)  # a dense model needs none
+    calls = []
+
+    def recording(*args):  # the caller's factory is the one used, once per MoE block
+        calls.append(args[3])
+        return moe_layer(*args)
+
+    build_model(tiny(family="moe"), ep_size=1, seed=0, moe_layer=recording)
+    assert calls == [1, 1]
+
+
 def test_moe_every_n_layers_mixes_dense_and_moe_blocks():
-    m = build_model(tiny(family="moe", num_layers=4, moe={"num_experts": 4, "every_n_layers": 2}), seed=0)
+    m = build_model(tiny(family="moe", num_layers=4, moe={"num_experts": 4, "every_n_layers": 2}), seed=0, moe_layer=moe_layer)
     assert [b.is_moe for b in m.layers] == [False, True, False, True] and m.num_moe_layers == 2
 
 
 def test_experts_start_different_and_seed_is_reproducible():
-    a, b = build_model(tiny(family="moe"), seed=1), build_model(tiny(family="moe"), seed=1)
+    a, b = build_model(tiny(family="moe"), seed=1, moe_layer=moe_layer), build_model(tiny(family="moe"), seed=1, moe_layer=moe_layer)
     sa = a.state_dict()
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in sa.items())
     e0 = sa["layers.0.mlp.experts.0.gate_proj.weight"]
@@ -54,7 +69,7 @@ def test_parameter_names_are_forges_and_deepspeeds_table_maps_them_both_ways():
     DeepSpeed's MoE layer still reaches under its own path."""
     from forge_ray.train.deepspeed_adapter import from_deepspeed_name, to_deepspeed_name
 
-    m = build_model(tiny(family="moe", num_layers=4, moe={"num_experts": 4, "every_n_layers": 2}), seed=0)
+    m = build_model(tiny(family="moe", num_layers=4, moe={"num_experts": 4, "every_n_layers": 2}), seed=0, moe_layer=moe_layer)
     names = list(m.state_dict())
     assert names == [n for n, _ in m.named_parameters()] and not [n for n in names if "deepspeed" in n]
     assert {"layers.1.mlp.router.weight", "layers.3.mlp.experts.3.down_proj.weight"} <= set(names)
@@ -68,7 +83,7 @@ def test_parameter_names_are_forges_and_deepspeeds_table_maps_them_both_ways():
 
 def test_packed_documents_do_not_see_each_other():
     """A document packed after another gets the logits it gets alone (positions restart at 0)."""
-    m = build_model(tiny(), seed=0).eval()
+    m = build_model(tiny(), seed=0, moe_layer=moe_layer).eval()
     a, b = torch.randint(0, 97, (1, 7)), torch.randint(0, 97, (1, 5))
     packed = torch.cat([a, b], dim=1)
     pos = torch.cat([torch.arange(7), torch.arange(5)])[None]
@@ -87,7 +102,7 @@ def test_packed_documents_do_not_see_each_other():
 ])
 def test_dry_run_counts_match_the_built_model(kw):
     cfg = tiny(**kw)
-    m = build_model(cfg)
+    m = build_model(cfg, moe_layer=moe_layer)
     assert model_size(cfg, 16).params_total == sum(p.numel() for p in m.parameters())
 
 
@@ -122,7 +137,7 @@ def test_experts_skipping_empty_capacity_slots_compute_the_same_model(monkeypatc
     ids = torch.randint(0, 97, (3, 16), generator=torch.Generator().manual_seed(1))
 
     def run():
-        m = build_model(tiny(family="moe"), seed=0)
+        m = build_model(tiny(family="moe"), seed=0, moe_layer=moe_layer)
         out = m(ids)
         (out.logits.logsumexp(-1).mean() + 0.01 * out.aux_loss).backward()
         return out, {n: p.grad.clone() for n, p in m.named_parameters()}

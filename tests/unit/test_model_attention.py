@@ -8,6 +8,7 @@ import torch
 
 from forge_ray.models import build_model
 from forge_ray.models.layers import Documents
+from forge_ray.train.deepspeed_adapter import moe_layer
 from tests.unit.test_model_hf import tiny
 
 
@@ -41,8 +42,8 @@ def test_spans_are_the_documents_of_each_row():
 @pytest.mark.parametrize("ckpt", [False, True])
 def test_spans_and_checkpointing_equal_the_dense_mask_path(family, ckpt):
     ids, pos = packed_batch()
-    ref = build_model(tiny(family=family, document_attention="dense_mask"), seed=0)
-    new = build_model(tiny(family=family, document_attention="spans"), seed=0)
+    ref = build_model(tiny(family=family, document_attention="dense_mask"), seed=0, moe_layer=moe_layer)
+    new = build_model(tiny(family=family, document_attention="spans"), seed=0, moe_layer=moe_layer)
     new.activation_checkpointing = ckpt
     ref_loss, ref_grads = loss_and_grads(ref, ids, pos)
     new_loss, new_grads = loss_and_grads(new, ids, pos)

@@ -8,6 +8,7 @@ import torch
 from forge_ray.config.model import ModelConfig
 from forge_ray.models import build_model
 from forge_ray.models.hf import load_hf_folder, save_hf_folder
+from forge_ray.train.deepspeed_adapter import moe_layer
 
 
 def tiny(**kw) -> ModelConfig:
@@ -37,7 +38,7 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, case):
     from transformers import AutoModelForCausalLM
 
     cfg = tiny(**CASES[case])
-    ours = build_model(cfg, seed=0).eval()
+    ours = build_model(cfg, seed=0, moe_layer=moe_layer).eval()
     save_hf_folder(ours.state_dict(), cfg, tmp_path, tokenizer_dir=None, eos=1, bos=2, pad=0)
     hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(hf).__name__ == ("MixtralForCausalLM" if cfg.family == "moe" else "LlamaForCausalLM")
@@ -50,12 +51,12 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, case):
 @pytest.mark.parametrize("case", ["dense", "moe", "tied"])
 def test_round_trip_export_then_initialise_is_identical(tmp_path, case):
     cfg = tiny(**CASES[case], name="rt")
-    ours = build_model(cfg, seed=1).eval()
+    ours = build_model(cfg, seed=1, moe_layer=moe_layer).eval()
     save_hf_folder(ours.state_dict(), cfg, tmp_path, tokenizer_dir=None, eos=1)
     cfg2, state = load_hf_folder(tmp_path, ModelConfig(name="rt"))
     assert cfg2.model_dump(exclude={"moe", "architecture"}) == cfg.model_dump(exclude={"moe", "architecture"})
     assert cfg2.architecture == cfg.hf_architecture  # read back as the layout export wrote
-    again = build_model(cfg2).eval()
+    again = build_model(cfg2, moe_layer=moe_layer).eval()
     again.load_state_dict(state)
     ids = torch.randint(0, 101, (2, 9))
     assert torch.equal(_logits(again, ids), _logits(ours, ids))
@@ -72,7 +73,7 @@ def test_initialise_from_a_folder_transformers_saved(tmp_path):
     hf.save_pretrained(tmp_path)
     cfg, state = load_hf_folder(tmp_path, ModelConfig())
     assert cfg.family == "moe" and cfg.moe.num_experts == 4 and cfg.num_kv_heads == 2
-    ours = build_model(cfg).eval()
+    ours = build_model(cfg, moe_layer=moe_layer).eval()
     ours.load_state_dict(state)
     ids = torch.randint(0, 101, (1, 12))
     torch.testing.assert_close(_logits(ours, ids), _logits(hf, ids), atol=1e-5, rtol=1e-5)

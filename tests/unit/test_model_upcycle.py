@@ -10,6 +10,7 @@ from forge_ray.config.model import ModelConfig
 from forge_ray.models import build_model
 from forge_ray.models.hf import save_hf_folder
 from forge_ray.models.upcycle import upcycle_folder, upcycled_config
+from forge_ray.train.deepspeed_adapter import moe_layer
 from tests.unit.test_families import V, hf_model, logits
 
 
@@ -23,7 +24,7 @@ def test_upcycled_moe_equals_its_dense_source_at_step_0_and_exports_as_mixtral(t
                        moe={"num_experts": 4, "top_k": 2, "every_n_layers": every_n_layers})
     cfg = upcycled_config(tmp_path / "dense", base)
     assert (cfg.family, cfg.hf_architecture, cfg.moe.num_experts) == ("moe", "mixtral", 4)
-    moe = build_model(cfg).eval()
+    moe = build_model(cfg, moe_layer=moe_layer).eval()
     moe.load_state_dict(upcycle_folder(tmp_path / "dense", cfg, seed=0))
     ids = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(logits(moe, ids), logits(dense, ids), atol=1e-5, rtol=1e-5)
@@ -38,7 +39,7 @@ def test_upcycled_moe_equals_its_dense_source_at_step_0_and_exports_as_mixtral(t
 def test_upcycled_moe_trains_and_its_experts_drift_apart(tmp_path):
     hf_model("llama").save_pretrained(tmp_path / "dense")
     cfg = upcycled_config(tmp_path / "dense", ModelConfig(family="moe", moe={"num_experts": 4, "top_k": 2}))
-    model = build_model(cfg)
+    model = build_model(cfg, moe_layer=moe_layer)
     model.load_state_dict(upcycle_folder(tmp_path / "dense", cfg))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     ids = torch.randint(0, V, (4, 16), generator=torch.Generator().manual_seed(2))

@@ -71,7 +71,9 @@ def test_merged_weights_give_the_same_logits_as_the_adapted_forward():
 def test_targets_that_name_no_module_are_a_config_error():
     with pytest.raises(ValueError, match=r"\['qkv'\] name no module"):
         TrainConfig(lora={"targets": ["q_proj", "qkv"]})
-    moe_everywhere = build_model(tiny(family="moe"), seed=0)
+    from forge_ray.train.deepspeed_adapter import moe_layer
+
+    moe_everywhere = build_model(tiny(family="moe"), seed=0, moe_layer=moe_layer)
     with pytest.raises(ConfigError, match="name no linear module"):
         apply_lora(moe_everywhere, LoraConfig(targets=["gate_proj"]))
 

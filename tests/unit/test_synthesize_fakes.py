@@ -76,3 +76,37 @@ def test_placeholders_are_filled_and_their_ranges_known():
     assert "<" not in text and len(ranges) == 3
     assert text[ranges[0][0]:ranges[0][1]] == text[ranges[2][0]:ranges[2][1]]
     assert check_digit_ok("CREDIT_CARD", text[ranges[1][0]:ranges[1][1]])
+
+
+@pytest.mark.parametrize("entity,value", [
+    ("PERSON", "Amara Okafor"), ("IP_ADDRESS", "10.1.2.3"), ("IBAN", "GB82 WEST 1234 5698 7654 32"),
+    ("CREDIT_CARD", "4111 1111 1111 1111"), ("EMAIL", None), ("US_SSN", None),
+])
+def test_a_fake_equal_to_a_real_value_of_another_record_is_redrawn_not_dropped(entity, value):
+    from forge_ray.synthesize.privacy import value_forms
+
+    first = Fakes(random.Random(5)).fake(entity, value)  # what this seed draws first
+    real = frozenset(value_forms(first))  # ... is another restricted record's real value
+    fakes = Fakes(random.Random(5), real=real)
+    again = fakes.fake(entity, value)
+    assert again != first and not set(value_forms(again)) & real
+    assert fakes.fake(entity, value) == again if value else True  # still consistent within the record
+    if entity in ("IBAN", "CREDIT_CARD"):
+        assert check_digit_ok(entity, again)
+
+
+def test_a_surrogate_avoids_every_restricted_value_and_passes_the_check():
+    from forge_ray.config.synthesize import PrivacyConfig
+    from forge_ray.synthesize.privacy import PrivacyIndex
+
+    rec = _record("this is Amara Okafor from 10.1.2.3.", [("PERSON", "Amara Okafor"), ("IP_ADDRESS", "10.1.2.3")])
+    gen = SurrogateGenerator()
+    plain = gen.one(rec, 0, 0, "t")
+    fakes = [plain.text[a:b] for a, b in plain.inserted]  # make them another record's real values
+    other = _record(f"I am {fakes[0]} at {fakes[1]}.", [("PERSON", fakes[0]), ("IP_ADDRESS", fakes[1])])
+    other = SourceRecord(1, other.text, other.spans, "")
+    index = PrivacyIndex.build([rec, other], PrivacyConfig(), "identifiers", [])
+    gen.real_values = frozenset(index.all_values)
+    sample = gen.one(rec, 0, 0, "t")
+    assert not any(f in sample.text for f in fakes)
+    assert "restricted_value" not in index.check(sample.text, 0, sample.inserted, None).failed
