@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 import forge_ray  # noqa: E402,F401  (the offline environment first)
 
-G, PROMPTS_PER_STEP, MAX_NEW_TOKENS = 4, 8, 8
+G, PROMPTS_PER_STEP, MAX_NEW_TOKENS = 8, 16, 8
 
 
 def sft_model(tmp: Path, steps: int) -> tuple[object, str]:
@@ -84,17 +84,18 @@ def trl_baseline(base: str, steps: int) -> dict:
     from forge_ray.rl.prompts import parse_cases, prompt_text
 
     tok = AutoTokenizer.from_pretrained(base)
-    cases = parse_cases(verifiable_cases(PROMPTS_PER_STEP * 8, seed=2), "bench")
+    rows = [{k: v for k, v in c.items() if k != "task"} for c in verifiable_cases(PROMPTS_PER_STEP * 8, seed=2)]
+    cases = parse_cases(rows, "bench")
     prompts = [prompt_text(c, tok) for c in cases]  # the same rendered prompts forge samples from
     return trl_grpo_throughput(base, prompts, group_size=G, max_new_tokens=MAX_NEW_TOKENS, steps=steps,
-                               threads=2, per_device_batch=PROMPTS_PER_STEP, micro_batch=16)
+                               threads=2, per_device_batch=PROMPTS_PER_STEP, micro_batch=32)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer SFT and GRPO steps")
     args = p.parse_args()
-    sft_steps, grpo_steps, trl_steps = (60, 12, 4) if args.quick else (120, 40, 8)
+    sft_steps, grpo_steps, trl_steps = (120, 10, 3) if args.quick else (120, 30, 6)
 
     from forge_ray.cluster import connect
 

@@ -40,6 +40,7 @@ class RoundRecord(TypedDict):
     version: str  # the exported registry version
     decision: Literal["promote", "reject"]  # the eval gate's
     report: NotRequired[str]  # the run report's URL, for a promoted version
+    objective: NotRequired[Literal["sft"]]  # the SFT round (train.sft_round); absent: a pre-training round
 
 
 @dataclass
@@ -190,9 +191,9 @@ def _chat_answers(endpoint, key: str, requests: list[list[dict]], template_dir: 
 
 
 def _sft_round(config: ForgeConfig, storage: Storage, registry, dataset, endpoint, key: str,
-               address: str | None, say, result: PipelineResult) -> None:
+               address: str | None, say, result: PipelineResult) -> RoundRecord:
     """Instruction-tune the promoted version, gate it against its base, hot-load it, and print both
-    versions' answers to the same chat requests."""
+    versions' answers to the same chat requests; the round's record."""
     from forge_ray.corpora.instructions import heldout_cases
     from forge_ray.eval import evaluate_and_gate
     from forge_ray.export import export_run
@@ -224,7 +225,8 @@ def _sft_round(config: ForgeConfig, storage: Storage, registry, dataset, endpoin
     say(f"[sft] eval: {version} -> {decision}; chat KPI {kpi.get('weighted_score', float('nan')):.2f} vs base "
         f"{base} {base_kpi.get('weighted_score', float('nan')):.2f}"
         + ("" if decision == "promote" else f" ({'; '.join(report['gate']['reasons'])})"))
-    entry = RoundRecord(round=len(result.rounds) + 1, run=cfg.train.run_name, version=version, decision=decision)
+    entry = RoundRecord(round=len(result.rounds) + 1, run=cfg.train.run_name, version=version, decision=decision,
+                        objective="sft")
     after = None
     if decision == "promote":
         say(f"[serve] hot-loading the SFT version {version} into the running endpoint ...")
@@ -239,6 +241,7 @@ def _sft_round(config: ForgeConfig, storage: Storage, registry, dataset, endpoin
     result.rounds.append(entry)
     result.completions.append({"round": entry["round"], "chat": requests, "before": before, "after": after})
     say(f"[sft] done in {time.monotonic() - t0:.0f}s")
+    return entry
 
 
 def _replicas(config: ForgeConfig) -> int:
@@ -260,6 +263,8 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
     from forge_ray.serve.demo import demo_keys
     from forge_ray.train import run_training
 
+    if config.train.objective == "grpo":
+        return run_rl_pipeline(config, address, keep_serving, say)
     t0 = time.monotonic()
     storage = Storage(config.project.storage_root)
     storage.check_writable()
@@ -281,9 +286,10 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
     for r in range(rounds):
         previous = registry.promoted()
         cfg = round_config(config, r, dataset.version, registry.version_path(previous) if previous else None)
-        if r < len(record.done):
-            say(f"[round {r + 1}] already finished: {record.done[r]['version']} ({record.done[r]['decision']})")
-            result.rounds.append(record.done[r])
+        done = [d for d in record.done if d.get("objective") != "sft"]
+        if r < len(done):
+            say(f"[round {r + 1}] already finished: {done[r]['version']} ({done[r]['decision']})")
+            result.rounds.append(done[r])
             continue
         say(f"[round {r + 1}] training {cfg.model.family} run {cfg.train.run_name}"
             + (f" from {previous}" if r and previous else ""))
@@ -316,10 +322,14 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
         result.rounds.append(entry)
 
     if config.train.sft_round.enabled:
-        if endpoint is None or registry.promoted() is None:
+        finished = [d for d in record.done if d.get("objective") == "sft"]
+        if finished:
+            say(f"[sft] already finished: {finished[-1]['version']} ({finished[-1]['decision']})")
+            result.rounds.append(finished[-1])
+        elif endpoint is None or registry.promoted() is None:
             say("[sft] skipped: no promoted version to instruction-tune")
         else:
-            _sft_round(config, storage, registry, dataset, endpoint, key, address, say, result)
+            record.add(_sft_round(config, storage, registry, dataset, endpoint, key, address, say, result))
 
     if result.report:
         say(f"[report] {result.report}")
@@ -330,4 +340,42 @@ def run_pipeline(config: ForgeConfig, address: str | None = None, rounds: int | 
 
         stop_serving(endpoint)
     result.endpoint = endpoint
+    return result
+
+
+def run_rl_pipeline(config: ForgeConfig, address: str | None = None, keep_serving: bool = False,
+                    say=print) -> PipelineResult:
+    """A GRPO forge file as a job: RL from `model.init_from`, the held-out gate against the base, the
+    run report, and, when promoted, the version served with a completion of each demo prompt."""
+    from forge_ray.cluster import connect_for
+    from forge_ray.registry import Registry
+    from forge_ray.report.version_report import write_version_report
+    from forge_ray.rl.driver import train_and_gate
+    from forge_ray.serve import start_serving, stop_serving, wait_for_version
+    from forge_ray.serve.demo import demo_keys
+
+    t0 = time.monotonic()
+    storage = Storage(config.project.storage_root)
+    storage.check_writable()
+    connect_for(config, address)
+    out = train_and_gate(config, storage)
+    result = PipelineResult(dataset=f"rl prompts {config.rl.prompts}")
+    exported = out["exported"]
+    if exported is None:
+        return result
+    decision = (out["gate"] or {}).get("decision", "candidate")
+    result.rounds.append(RoundRecord(round=1, run=out["result"].run, version=exported.version, decision=decision))
+    result.report = write_version_report(storage, config.model.name, exported.version)
+    say(f"[report] {result.report}")
+    if Registry(storage, config.model.name).promoted() == exported.version:
+        config, key = demo_keys(config)
+        endpoint = start_serving(config, address)
+        wait_for_version(endpoint, exported.version, replicas=_replicas(config))
+        outs = _complete_all(endpoint, key)
+        _show("rl", outs, say)
+        result.completions.append({"round": 1, "after": outs})
+        result.endpoint = endpoint
+        if not keep_serving:
+            stop_serving(endpoint)
+    say(f"[done] GRPO in {time.monotonic() - t0:.0f}s; {exported.version}: {decision}")
     return result

@@ -5,8 +5,9 @@
     write_cases(path, cases)                          # one case per line: rl.prompts / a KPI suite source
 
 Each case is a conversation from `instructions` (a ticket's language, product or priority, a
-passage's kind, a function's name) with the answer checked by the KPI scorer `contains`
-(case-insensitive): a reward that needs no judge. Draw training prompts and the held-out suite
+passage's kind, a function's name) with the answer checked by the KPI scorer `regex`: the whole
+answer must be the expected one (case-insensitive): a reward that needs no judge and that a
+policy cannot game by naming every option. Draw training prompts and the held-out suite
 with different seeds (`heldout_cases` uses seed 1); GRPO refuses a held-out case that is also a
 training prompt.
 """
@@ -14,6 +15,7 @@ training prompt.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from forge_ray.corpora.instructions import heldout_cases
@@ -26,8 +28,14 @@ def verifiable_cases(n: int = 200, seed: int = 2, exclude: list[dict] = ()) -> l
     code excerpts recur across seeds: training prompts must not include a held-out case)."""
     held = {json.dumps(c["messages"], sort_keys=True) for c in exclude}
     return [{"id": c["id"].replace("kpi-", "rl-"), "task": c["task"], "messages": c["messages"],
-             "scorer": "contains", "expected": c["expected"], "ignore_case": True, "max_tokens": MAX_TOKENS}
+             "scorer": "regex", "pattern": answer_pattern(c["expected"]), "ignore_case": True, "max_tokens": MAX_TOKENS}
             for c in heldout_cases(n, seed) if json.dumps(c["messages"], sort_keys=True) not in held]
+
+
+def answer_pattern(expected: str) -> str:
+    """The whole answer is the expected one (a final period allowed): listing every option, which a
+    `contains` reward would pay for, scores 0."""
+    return rf"^\s*{re.escape(expected)}\.?\s*$"
 
 
 def write_cases(path: str | Path, cases: list[dict]) -> Path:

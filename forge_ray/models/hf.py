@@ -160,8 +160,14 @@ def save_hf_folder(
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     hf_config(cfg, bos=bos, eos=eos, pad=pad, dtype=dtype).save_pretrained(str(out))
     GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, do_sample=False).save_pretrained(str(out))
-    if tokenizer_dir is not None:
+    if tokenizer_dir is not None:  # may be a whole model folder (GRPO reuses its base's tokenizer)
         for f in Path(tokenizer_dir).iterdir():
-            if f.is_file():
+            if f.is_file() and not (out / f.name).exists() and not _model_file(f.name):
                 shutil.copy2(f, out / f.name)
     return out
+
+
+def _model_file(name: str) -> bool:
+    """Weights, manifests and checksums of a model folder: never copied in as tokenizer files."""
+    return name.endswith((".safetensors", ".bin", ".pt", ".pth", ".index.json")) or name in (
+        "manifest.json", "checksums.json", "_COMPLETE")

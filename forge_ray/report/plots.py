@@ -120,3 +120,16 @@ def eval_plot(
             ax.set_ylabel("score (red: threshold)")
             ax.set_title("KPI suites")
         return _to_data_uri(fig)
+
+
+def rl_plot(steps: list[int], reward: list[float], kl: list[float], length: list[float]) -> str:
+    """GRPO's curves over steps: mean reward, KL to the reference, mean completion length."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+        for ax, values, label in zip(axes, (reward, kl, length),
+                                     ("mean reward", "KL to the reference (k3)", "completion length (tokens)"),
+                                     strict=True):
+            ax.plot(steps, values, color="black", linewidth=1.5)
+            ax.set_xlabel("optimizer step")
+            ax.set_title(label)
+        return _to_data_uri(fig)

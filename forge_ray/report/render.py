@@ -202,6 +202,34 @@ def _synthetic_section(synthetic: Sequence[Mapping[str, Any]] | None) -> str:
     return "".join(out)
 
 
+def _rl_section(rl: Mapping[str, Any] | None) -> str:
+    """GRPO's reward, KL and length curves and its held-out gate against the base."""
+    if not rl:
+        return _missing("not an RL version (train.objective is not grpo)")
+    rows = sorted((m for m in rl.get("metrics", []) if "reward_mean" in m), key=lambda r: r["step"])
+    out = []
+    if rows:
+        out.append(_figure("rl", plots.rl_plot([r["step"] for r in rows], [r["reward_mean"] for r in rows],
+                                               [r.get("kl", 0.0) for r in rows], [r["response_len"] for r in rows]),
+                           "reward, KL and completion length per step"))
+        last = rows[-1]
+        out.append(_table([("steps", len(rows)), ("final mean reward", f"{last['reward_mean']:.3f}"),
+                           ("rewards that failed", sum(r.get("reward_failed", 0) for r in rows)),
+                           ("weight sync per step (median)",
+                            f"{sorted(r['sync_s'] for r in rows)[len(rows) // 2] * 1e3:.0f} ms"),
+                           ("rollout / trainer log-prob gap (max)", f"{max(r['logprob_gap'] for r in rows):.2e}")]))
+    else:
+        out.append(_missing("no GRPO metrics found for the run"))
+    gate = rl.get("gate")
+    if gate:
+        out.append(_table([("held-out suite", gate.get("suite")), ("cases", gate.get("cases")),
+                           ("base KPI", f"{gate['base']:.3f}"), ("RL KPI", f"{gate['rl']:.3f}"),
+                           ("gain", f"{gate['delta']:+.3f}"), ("decision", gate.get("decision"))]))
+    else:
+        out.append(_missing("no held-out gate (rl.eval_suite unset)"))
+    return "\n".join(out)
+
+
 def _flatten_hashes(hashes: Any, prefix: str = "") -> list[tuple[str, str]]:
     """{source: [{uri, sha256}]} or {uri: sha} or nested dicts -> [(name, sha256)]."""
     if isinstance(hashes, dict):
@@ -224,6 +252,7 @@ def render_report(
     title: str = "forge_ray run report",
     summary: dict | None = None,
     synthetic: Sequence[Mapping[str, Any]] | None = None,
+    rl: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as an HTML string (see the module docstring for the inputs)."""
     metrics = metrics or []
@@ -258,6 +287,9 @@ def render_report(
         parts.append(_figure("eval", plots.eval_plot(d, ppl, suites), "perplexity per domain and KPI suites"))
     else:
         parts.append(_missing("no evaluation report given"))
+
+    parts.append("<h2>Reinforcement learning on KPI rewards</h2>")
+    parts.append(_rl_section(rl))
 
     parts.append("<h2>Synthetic data from restricted sources</h2>")
     parts.append(_synthetic_section(synthetic))

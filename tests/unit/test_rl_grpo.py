@@ -113,3 +113,36 @@ def test_a_completion_without_reward_is_not_a_target():
                          advantages=[0.0, 0.0], valid=[True, False])
     assert micro_batch(batch, [0, 1], pad_id=0)["mask"].sum() == 1
     assert step_norm(completion_masks(batch), "token", 8) == 1
+
+
+def test_the_run_report_shows_grpo_curves_and_the_gate():
+    from forge_ray.report.render import render_report
+
+    recs = [{"step": s, "reward_mean": 0.2 + 0.1 * s, "kl": 0.01 * s, "response_len": 5.0, "reward_failed": 0,
+             "sync_s": 0.03, "logprob_gap": 1e-6} for s in range(4)]
+    gate = {"suite": "heldout.jsonl", "cases": 40, "base": 0.4, "rl": 0.55, "delta": 0.15, "decision": "promote"}
+    html = render_report(metrics=recs, rl={"metrics": recs, "gate": gate})
+    assert 'id="plot-rl"' in html
+    assert "0.550" in html and "+0.150" in html and "promote" in html
+    assert "not an RL version" in render_report(metrics=[])
+
+
+def test_an_export_whose_tokenizer_is_its_bases_folder_keeps_its_own_weights(tmp_path):
+    """GRPO ships its base's tokenizer from the base's model folder: the base's weights and
+    manifest must not come along and overwrite the trained ones."""
+    from safetensors.torch import load_file
+
+    from forge_ray.config.model import ModelConfig
+    from forge_ray.models import build_model
+    from forge_ray.models.hf import save_hf_folder
+    from forge_ray.testing.tiny_versions import build_tiny
+
+    base = build_tiny(str(tmp_path / "base"), seed=1)
+    (tmp_path / "base" / "manifest.json").write_text("{}")
+    cfg = ModelConfig(name="t", hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=1, ffn_hidden_size=256,
+                      vocab_size=512, max_seq_len=512)
+    state = build_model(cfg, seed=7).state_dict()
+    out = save_hf_folder(state, cfg, tmp_path / "out", tokenizer_dir=base, eos=2)
+    saved = load_file(str(out / "model.safetensors"))
+    assert torch.equal(saved["model.embed_tokens.weight"], state["embed_tokens.weight"])
+    assert (out / "tokenizer.json").exists() and not (out / "manifest.json").exists()
