@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -179,6 +180,7 @@ def main() -> None:
 
     n, steps, lora_steps, cases_n = (600, 80, 30, 30) if args.quick else (1500, 200, 60, 100)
     started = time.time()
+    load_start = list(os.getloadavg())
     connect(num_cpus=8, object_store_mb=1024)
     tmp = Path(tempfile.mkdtemp(prefix="forge-bench-sft-"))
     ws = sft_workspace(tmp, n=n)
@@ -210,6 +212,8 @@ def main() -> None:
         "lora_vs_full_state_memory": round(mem["lora"]["state_mb"] / mem["full"]["state_mb"], 3),
         "lora_vs_full_tokens_per_s_memory_model": round(mem["lora"]["tokens_per_s"] / mem["full"]["tokens_per_s"], 3),
         "wall_s": round(time.time() - started, 1),
+        # the machine's load while it ran: timing ratios measured under other jobs' load are not comparable
+        "loadavg_start": load_start, "loadavg_end": list(os.getloadavg()),
     }
     name = "sft.quick.json" if args.quick else "sft.json"
     (REPO / "benchmarks" / "results" / name).write_text(json.dumps(results, indent=2) + "\n")

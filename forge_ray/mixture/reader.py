@@ -60,12 +60,14 @@ def read_samples(plan: MixturePlan, sources: np.ndarray, rows: np.ndarray) -> di
     Returns int64 arrays: input_ids / position_ids / labels [n, seq_len]. Labels equal
     input_ids (the contract): padding, only ever in a source's last row, is the tokenizer's
     pad id (`plan.pad_token_id`), which the loss masks. In instruction-tuning shards (a
-    `loss_mask` column) the labels of tokens outside the assistant's turns are IGNORE_INDEX.
+    `loss_mask` column) the labels of tokens outside the assistant's turns are IGNORE_INDEX; a row of a
+    dataset without one (pre-training data mixed into an SFT run) keeps labels = input_ids: its mask
+    is all ones, every real token a target.
     """
     n, seq_len = len(rows), plan.seq_len
     ids = np.empty((n, seq_len), dtype=np.int64)
     pos = np.empty((n, seq_len), dtype=np.int64)
-    targets = None  # [n, seq_len] 1 where a token is a target, when a shard carries a loss mask
+    targets = None  # [n, seq_len] True where a token is a target; rows of maskless shards stay all True
     for src in np.unique(sources):
         sp = plan.source_plans[int(src)]
         where = np.flatnonzero(sources == src)

@@ -6,8 +6,11 @@
 
 Pre-training minimises next-token cross-entropy plus the MoE load-balancing loss
 (`CausalLMLoss`); instruction tuning (`train.objective: sft`, docs/sft.md) is the same loss over the
-assistant's tokens only: the stream's labels are IGNORE_INDEX elsewhere (the dataset's loss mask); an instruction-tuning or RL objective is another callable of the same shape,
-reusing `StepTrainer.train_step` / `forward_backward` as they are.
+assistant's tokens only: the stream's labels are IGNORE_INDEX elsewhere (the dataset's loss mask).
+The mask rule when an SFT run mixes pre-training data in (`mixture.datasets`): a row without a loss
+mask has every real token as a target (labels = input ids; padding is masked here by its id), so
+one objective trains on both (`mixture.reader.read_samples` builds the labels). Another objective
+(RL) is another callable of the same shape, reusing `StepTrainer.train_step` / `forward_backward`.
 
 Shape legend: B batch, T sequence (T-1 targets), V vocabulary.
 """
