@@ -54,7 +54,8 @@ def forge_grpo(ws, base: str, steps: int) -> dict:
     config = load_config(REPO / "jobs" / "configs" / "rl.yaml", [
         f"project.storage_root={ws.root}", f"model.init_from={base}", f"train.steps={steps}",
         f"train.global_batch_size={PROMPTS_PER_STEP * G}", f"rl.group_size={G}", f"rl.max_new_tokens={MAX_NEW_TOKENS}",
-        f"train.checkpoint_every={steps}", "train.run_name=grpo-bench"])
+        f"train.checkpoint_every={steps}", "train.run_name=grpo-bench",
+        "train.torch_threads=2"])  # rollouts and training alternate: the trainer gets both cores, as TRL does
     t0 = time.perf_counter()
     out = train_and_gate(config)
     wall = time.perf_counter() - t0

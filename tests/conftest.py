@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -84,14 +85,16 @@ def prepared_dataset(tmp_path_factory, small_corpora, ray_cluster):
 
 @pytest.fixture(scope="session")
 def sft_version(ray_cluster, tmp_path_factory):
-    """A tiny base model fine-tuned on the embedded instruction set (full SFT, 120 steps) and exported:
-    the SFT model GRPO starts from. {"ws": SftWorkspace, "dataset", "config", "result", "exported"}."""
+    """A tiny base model fine-tuned on the embedded instruction set (with malformed conversations mixed
+    in; full SFT, 120 steps) and exported: test_sft's full run and the SFT model GRPO starts from. {"ws": SftWorkspace, "dataset", "config", "result", "exported"}."""
     from forge_ray.export import export_run
     from forge_ray.prepare.run import prepare_dataset
-    from forge_ray.testing.sft import sft_config, sft_workspace
+    from forge_ray.testing.sft import MALFORMED_CONVERSATIONS, sft_config, sft_workspace
     from forge_ray.train import run_training
 
     ws = sft_workspace(tmp_path_factory.mktemp("sft_version"), n=1200)
+    with ws.data.open("a") as f:  # quarantined by prepare (tests/integration/test_sft.py counts them)
+        f.write("".join(json.dumps(b) + "\n" for b in MALFORMED_CONVERSATIONS) + "not json\n")
     config = sft_config(ws, ["train.run_name=full", "train.steps=120", "train.log_every=1"])
     dataset = prepare_dataset(config)
     result = run_training(config, dataset)

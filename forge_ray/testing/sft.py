@@ -14,6 +14,13 @@ from pathlib import Path
 from forge_ray.config import ForgeConfig, validate_config
 from forge_ray.config.loader import apply_overrides
 
+# Conversations prepare must quarantine (no assistant turn, an unknown role, a tool result without a call).
+MALFORMED_CONVERSATIONS = [
+    {"id": "bad-1", "messages": [{"role": "user", "content": "Anyone there?"}]},
+    {"id": "bad-2", "messages": [{"role": "user", "content": "Hi"}, {"role": "wizard", "content": "Hello"}]},
+    {"id": "bad-3", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "{}"},
+                                 {"role": "assistant", "content": "y"}]},
+]
 TINY_MODEL = {"name": "sft-tiny", "family": "dense", "hidden_size": 128, "num_layers": 2, "num_heads": 4,
               "num_kv_heads": 2, "ffn_hidden_size": 256, "max_seq_len": 512}
 

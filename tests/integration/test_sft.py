@@ -13,34 +13,24 @@ import torch
 
 from forge_ray.corpora.instructions import heldout_cases
 
-BAD = [
-    {"id": "bad-1", "messages": [{"role": "user", "content": "Anyone there?"}]},
-    {"id": "bad-2", "messages": [{"role": "user", "content": "Hi"}, {"role": "wizard", "content": "Hello"}]},
-    {"id": "bad-3", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "{}"},
-                                 {"role": "assistant", "content": "y"}]},
-]
 LORA = ('train.lora={"rank": 8, "alpha": 16, "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", '
         '"up_proj", "down_proj"], "save_adapter": true}')
 
 
 @pytest.fixture(scope="module")
-def sft(ray_cluster, tmp_path_factory):
+def sft(sft_version):
+    """The session's SFT run (conftest `sft_version`: the embedded instruction set with malformed
+    conversations mixed in, full fine-tuning, 120 steps) and a LoRA run on the same dataset."""
     from forge_ray.export import export_run
-    from forge_ray.prepare.run import prepare_dataset
-    from forge_ray.testing.sft import sft_config, sft_workspace
+    from forge_ray.testing.sft import sft_config
     from forge_ray.train import run_training
 
-    ws = sft_workspace(tmp_path_factory.mktemp("sft"), n=1200)
-    with ws.data.open("a") as f:
-        f.write("".join(json.dumps(b) + "\n" for b in BAD) + "not json\n")
-    full_cfg = sft_config(ws, ["train.run_name=full", "train.steps=120", "train.log_every=1"])
-    dataset = prepare_dataset(full_cfg)
-    full = run_training(full_cfg, dataset)
+    ws, dataset = sft_version["ws"], sft_version["dataset"]
     lora_cfg = sft_config(ws, ["train.run_name=lora", "model.name=sft-lora", "train.steps=30", "train.lr=1e-2",
                                "train.log_every=1", LORA])
     lora = run_training(lora_cfg, dataset)
-    return {"ws": ws, "dataset": dataset, "full": full, "lora": lora, "lora_cfg": lora_cfg,
-            "full_export": export_run(full, full_cfg, dataset), "lora_export": export_run(lora, lora_cfg, dataset)}
+    return {"ws": ws, "dataset": dataset, "full": sft_version["result"], "lora": lora, "lora_cfg": lora_cfg,
+            "full_export": sft_version["exported"], "lora_export": export_run(lora, lora_cfg, dataset)}
 
 
 def test_prepare_quarantines_malformed_conversations_and_masks_the_assistant(sft):
