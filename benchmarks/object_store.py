@@ -8,7 +8,8 @@ cost of the S3 protocol, the server and the copies, not of a network).
 
 - Checkpoint save: a forge checkpoint folder (`train/checkpoint.py`: fp32 weights + Adam moments,
   `--mb` of weights) persisted the way Ray Train does it (its `_upload_to_fs_path`: pyarrow
-  `copy_files` to the run's storage filesystem, `Storage.pyarrow_fs`). Restore: what a restarted
+  `copy_files` to the run's storage filesystem, `Storage.pyarrow_fs`), then every file's size checked
+  on the store (`storage.verify_copy`, as forge's checkpoint upload does). Restore: what a restarted
   worker does, `Checkpoint(path, filesystem).as_directory()` then `read_checkpoint`. Median of
   `--repeats`, local and S3 alternated.
 - Prepare: `prepare_dataset` of the embedded corpora (written to each root first, untimed) on one
@@ -60,22 +61,22 @@ def save_and_restore(storage, local_ckpt: str, name: str) -> tuple[float, float]
     from ray.train import Checkpoint
     from ray.train.v2._internal.execution.storage import _upload_to_fs_path
 
+    from forge_ray.storage import local_sizes, verify_copy
     from forge_ray.train.checkpoint import read_checkpoint
 
     fs, path = storage.pyarrow_fs("runs", "bench", name)
     t0 = time.perf_counter()
     _upload_to_fs_path(local_ckpt, fs, path)
+    # Checked as forge's checkpoint upload checks it (pyarrow's copy_files can swallow a failed
+    # multipart upload): a checkpoint missing a file fails here instead of looking fast.
+    verify_copy(local_sizes(local_ckpt), path, fs)
     save = time.perf_counter() - t0
     t0 = time.perf_counter()
     with Checkpoint(path, filesystem=fs).as_directory() as d:
-        # pyarrow's copy_files can swallow a failed multipart upload (it logs "Error ignored when
-        # destroying file"): a checkpoint missing a file must fail here, not look fast.
-        missing = sorted(set(os.listdir(local_ckpt)) - set(os.listdir(d)))
-        if missing:
-            raise RuntimeError(f"checkpoint {name} on {storage.uri} lacks {missing} after the upload")
         weights, moments, _ = read_checkpoint(d)
     restore = time.perf_counter() - t0
     assert weights and moments
+    fs.delete_dir(path)  # the test store is small (16 volumes of 64 MB): keep one checkpoint at a time
     return save, restore
 
 

@@ -61,6 +61,26 @@ def private_dir(name: str, root: str | None = None) -> str:
     return path
 
 
+# Ray puts HAProxy's sockets at <state dir>/<node id, 56 hex>/metrics.sock and a unix socket path has
+# a hard limit; the serve room measured 97 bytes as the most HAProxy accepts (it binds a temporary
+# name beside the socket first). A long TMPDIR (pytest's, a CI runner's) overflows it.
+HAPROXY_SOCKET_MAX = 97
+_HAPROXY_SOCKET_TAIL = len("/" + "0" * 56 + "/metrics.sock")
+
+
+def haproxy_state_dir() -> str:
+    """The private directory for HAProxy's sockets and state: under TMPDIR when its path is short
+    enough for the sockets, else under /tmp; a clear error if neither is."""
+    tried = []
+    for root in dict.fromkeys((tempfile.gettempdir(), "/tmp")):
+        candidate = os.path.join(root, f"forge-haproxy-{os.getuid()}")
+        if len(candidate.encode()) + _HAPROXY_SOCKET_TAIL <= HAPROXY_SOCKET_MAX:
+            return private_dir("haproxy", root)
+        tried.append(candidate)
+    raise OSError(f"no directory short enough for HAProxy's sockets (their paths must fit in "
+                  f"{HAPROXY_SOCKET_MAX} bytes): tried {tried}; set TMPDIR to a short path")
+
+
 def haproxy_env(serve_cfg=None, state_dir: str | None = None) -> dict[str, str]:
     """Ray Serve's HAProxy settings from the serve config (a ServeConfig; None: the defaults): the
     stats and metrics ports, and (given
@@ -105,7 +125,7 @@ def connect(
         return ray.get_runtime_context()
     env = dict(runtime_env or {})
     address = address or os.environ.get("RAY_ADDRESS") or None
-    serve_env = haproxy_env(serve_cfg, None if address else private_dir("haproxy"))
+    serve_env = haproxy_env(serve_cfg, None if address else haproxy_state_dir())
     env["env_vars"] = job_env_vars({**serve_env, **(env.get("env_vars") or {})})
     # Workers' stdout/stderr (DeepSpeed, vLLM, Ray Train, Ray Data) stay in Ray's log files unless
     # `forge -v`: forge prints its own progress from the driver (forge_ray/console.py).
@@ -116,6 +136,14 @@ def connect(
         return _init(ray, address=address, runtime_env=env, log_to_driver=forward_worker_output())
     log.info("starting a local Ray cluster (%d logical CPUs)", num_cpus)
     _bind_loopback()
+    dashboard = {}
+    if include_dashboard:
+        # A free port, not Ray's 8265 (another cluster on this machine may hold it), and its address
+        # handed to every worker: Ray Train's PlacementGroupCleaner finds the State API through it,
+        # where it would otherwise guess, and fail ("Found multiple active Ray instances") as soon
+        # as a second cluster runs on the machine.
+        dashboard["dashboard_port"] = port = _free_port()
+        env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     return _init(
         ray,
         # "local": always a new cluster; with None Ray would join whatever `ray start` last
@@ -125,6 +153,7 @@ def connect(
         object_store_memory=object_store_mb << 20,
         include_dashboard=include_dashboard,
         dashboard_host="127.0.0.1",
+        **dashboard,
         runtime_env=env,
         log_to_driver=forward_worker_output(),
     )
@@ -176,7 +205,21 @@ def _bind_loopback() -> None:
 
 
 def connect_for(config, address: str | None = None, **kwargs):
-    """`connect` with the local-cluster resources of a forge file."""
+    """`connect` with the local-cluster resources of a forge file, for commands that train (train,
+    eval, the pipeline): a local cluster then runs the dashboard (127.0.0.1, a free port, behind
+    Ray's cluster token), because Ray Train's PlacementGroupCleaner asks the State API, which the
+    dashboard serves, every second whether the run's controller lives; without it each ask fails
+    and logs "Failed to query Ray Train Controller actor state".
+    """
     local = config.project.local_cluster
+    kwargs.setdefault("include_dashboard", True)
     return connect(address, num_cpus=local.num_cpus, object_store_mb=local.object_store_mb,
                    serve_cfg=config.serve, **kwargs)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

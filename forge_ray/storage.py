@@ -323,6 +323,50 @@ def read_lines(location: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def local_sizes(local_dir: str) -> dict[str, int]:
+    """{relative path: size in bytes} of every regular file under a local folder."""
+    out = {}
+    for top, _, files in os.walk(local_dir):
+        for name in files:
+            full = os.path.join(top, name)
+            out[os.path.relpath(full, local_dir).replace(os.sep, "/")] = os.path.getsize(full)
+    return out
+
+
+def verify_copy(expected: dict[str, int], location: str, filesystem=None) -> None:
+    """Raise StorageError naming the first file of `expected` ({relative path: size}, as `local_sizes`
+    gives) that is missing under `location` or has another size. `location` is a path or URI, or a
+    path on `filesystem` (a pyarrow filesystem, as Ray Train's checkpoints have).
+
+    An upload is checked, not trusted: pyarrow's `copy_files` (Ray Train's checkpoint upload) can
+    return without an error when a part of a multi-file copy failed.
+    """
+    found = _sizes_under(location, filesystem)
+    for rel, size in sorted(expected.items()):
+        where = f"{location.rstrip('/')}/{rel}"
+        if rel not in found:
+            raise StorageError(f"upload incomplete: {where} is missing")
+        if found[rel] != size:
+            raise StorageError(f"upload incomplete: {where} has {found[rel]} bytes, expected {size}")
+
+
+def _sizes_under(location: str, filesystem=None) -> dict[str, int]:
+    """{relative path: size} of every file under a folder on the store ({} if there is none)."""
+    if filesystem is not None:
+        import pyarrow.fs as pafs
+
+        root = location.rstrip("/")
+        infos = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
+        return {posixpath.relpath(i.path, root): i.size for i in infos if i.type == pafs.FileType.File}
+    fs, root = url_to_fs(location)
+    root = root.rstrip("/")
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {posixpath.relpath(p, root): info.get("size") for p, info in found.items()}
+
+
 def dump_json(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 

@@ -20,6 +20,7 @@ from forge_ray.errors import ConflictError, StorageError
 PROTOCOLS = ("s3", "s3a")
 # Codes an S3 server answers when a conditional write loses (412; 409 when two race on AWS).
 CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+PYARROW_ATTEMPTS = 8
 # A short leash for the up-front check: an unreachable endpoint must fail in seconds, not minutes.
 CHECK_CONFIG = {"connect_timeout": 5, "read_timeout": 15, "retries": {"max_attempts": 2, "mode": "standard"}}
 
@@ -66,9 +67,11 @@ def pyarrow_s3(fs):
     variables itself, and a filesystem built without them pickles (into Ray's object store,
     a trainer's run config) without the secret.
     """
-    from pyarrow.fs import S3FileSystem
+    from pyarrow.fs import AwsStandardS3RetryStrategy, S3FileSystem
 
-    kwargs: dict = {}
+    # A server's transient 5xx (SeaweedFS answers INTERNAL_FAILURE under load; AWS throttles with
+    # 503 SlowDown) retried with the SDK's exponential backoff: pyarrow's default gives up after 3.
+    kwargs: dict = {"retry_strategy": AwsStandardS3RetryStrategy(max_attempts=PYARROW_ATTEMPTS)}
     endpoint = fs.endpoint_url or fs.client_kwargs.get("endpoint_url")
     if endpoint:
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")

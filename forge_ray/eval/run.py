@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from forge_ray import __version__
 from forge_ray.config import ForgeConfig
+from forge_ray.console import Progress
 from forge_ray.eval.gate import apply_gate
 from forge_ray.eval.generation import EndpointEngine, OfflineEngine
 from forge_ray.eval.kpi import run_suites
@@ -61,17 +62,23 @@ def evaluate_version(config: ForgeConfig, model_url: str, dataset: PreparedDatas
     started = time.monotonic()
     report: Measurements = {"dataset": {"name": dataset.dataset, "version": dataset.version},
                             "engine": config.eval.engine.backend}
-    report["perplexity"] = perplexity_by_domain(model_url, dataset, config.eval.perplexity)
     mem = config.eval.memorisation
-    if suites or mem.enabled:
-        with local_model_dir(model_url) as local:
-            engine = make_engine(config, model_url, local)
-            try:
-                report["kpi"] = run_suites(engine, suites) if suites else None
-                report["memorisation"] = (memorisation_check(engine, mem, config.data, config.project.storage_root)
-                                          if mem.enabled else None)
-            finally:
-                engine.close()
+    # Units: perplexity, each KPI suite, the memorisation check.
+    units = 1 + len(suites) + int(mem.enabled)
+    with Progress("eval", units, "units", interval_s=0) as bar:
+        report["perplexity"] = perplexity_by_domain(model_url, dataset, config.eval.perplexity)
+        bar.update(1, "perplexity")
+        if suites or mem.enabled:
+            with local_model_dir(model_url) as local:
+                engine = make_engine(config, model_url, local)
+                try:
+                    report["kpi"] = run_suites(engine, suites) if suites else None
+                    bar.update(1 + len(suites), "KPI suites")
+                    report["memorisation"] = (memorisation_check(engine, mem, config.data, config.project.storage_root)
+                                              if mem.enabled else None)
+                    bar.update(units, "memorisation")
+                finally:
+                    engine.close()
     report["duration_s"] = round(time.monotonic() - started, 2)
     return report
 

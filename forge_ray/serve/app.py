@@ -25,7 +25,7 @@ from forge_ray.config.serve import ServeConfig
 from forge_ray.errors import ConfigError, ForgeError
 from forge_ray.registry import Registry
 from forge_ray.serve.contracts import WatcherStatus
-from forge_ray.storage import Storage
+from forge_ray.storage import Storage, is_local_location
 
 
 class ServeError(ForgeError):
@@ -47,7 +47,7 @@ def build_app(cfg: ServeConfig, storage_root: str, model: str):
     # Key files are read on each replica's node, maybe from another working directory: absolute paths.
     auth = cfg.auth.model_copy(update={
         k: os.path.abspath(getattr(cfg.auth, k)) for k in ("api_keys_file", "admin_keys_file")
-        if getattr(cfg.auth, k)})
+        if getattr(cfg.auth, k) and is_local_location(getattr(cfg.auth, k))})
     cfg_json = cfg.model_copy(update={"auth": auth}).model_dump_json()
     uri = Storage(storage_root).url()
     watcher = SwapWatcher.bind(uri, model, cfg_json)
@@ -96,7 +96,7 @@ def start_serving(config: ForgeConfig, address: str | None = None, model: str | 
     if registry.promoted() is None:
         raise ServeError(f"model {model!r} has no promoted version under {registry.storage.url('registry')}; "
                          f"promote one with `forge registry promote -c FILE VERSION`")
-    connect_for(config, address)
+    connect_for(config, address, include_dashboard=False)  # serving alone needs no State API
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(cfg, root, model), name=cfg.app_name, route_prefix="/")
     return Endpoint(f"http://{cfg.host}:{cfg.port}/v1", model, cfg.app_name, root)

@@ -12,6 +12,7 @@ import os
 
 from forge_ray.config.serve import AuthConfig
 from forge_ray.errors import ConfigError
+from forge_ray.storage import is_local_location, url_to_fs
 
 
 def _digest(key: str) -> bytes:
@@ -23,10 +24,15 @@ def read_keys(env_var: str, path: str | None) -> list[str]:
     keys = [k.strip() for k in os.environ.get(env_var, "").split(",") if k.strip()]
     if path:
         try:
-            with open(path) as f:
-                keys += [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+            if is_local_location(path):
+                with open(path) as f:
+                    text = f.read()
+            else:  # on the object store (the demo's generated key with an s3:// root): read on any node
+                fs, where = url_to_fs(path)
+                text = fs.cat_file(where).decode()
         except OSError as e:
-            raise ConfigError("serve.auth", [f"keys file {path!r} cannot be read: {e.strerror}"]) from None
+            raise ConfigError("serve.auth", [f"keys file {path!r} cannot be read: {e.strerror or e}"]) from None
+        keys += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     return keys
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from forge_ray.config import ForgeConfig
+from forge_ray.console import Progress
 from forge_ray.prepare.dataset import open_dataset
 from forge_ray.prepare.outputs import load_key
 from forge_ray.prepare.run import data_context  # prepare's Ray Data settings: its packer writes the shards
@@ -152,7 +153,13 @@ def _one(config, dataset, source, records, lineage, gen: Generator, canaries) ->
                                   fn_kwargs={"index": index, "pii_cfg": config.prepare.pii, "entities": entities,
                                              "rescan": cfg.privacy.rescan})
     try:
-        results = sorted(checked.take_all(), key=lambda r: (int(r["index"]), int(r["j"])))
+        results = []
+        # Synthetic records as they are generated and checked (each record makes `samples` of them).
+        with Progress(f"synthesize {source}", len(rows) * cfg.samples(source), "records", interval_s=10) as bar:
+            for r in checked.iter_rows():
+                results.append(r)
+                bar.update(len(results))
+        results.sort(key=lambda r: (int(r["index"]), int(r["j"])))
     except Exception as e:  # a task's error (a teacher that did not load) as one message, nothing written
         cause = getattr(e, "cause", None) or e
         while cause.__cause__ is not None:  # Ray Data wraps the UDF's exception (UserCodeException)

@@ -180,4 +180,17 @@ class StepTrainer:
 
     def report(self, rec: StepRecord, checkpoint_dir: str | None = None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(numeric_metrics(rec), checkpoint=checkpoint)
+        ray.train.report(numeric_metrics(rec), checkpoint=checkpoint, checkpoint_upload_fn=verified_upload)
+
+
+def verified_upload(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
+    """Ray Train's own upload, then every file checked on the store (pyarrow's copy can drop a
+    failed part silently): a short checkpoint fails the report instead of being resumed from."""
+    from ray.train.v2._internal.execution.context import get_train_context
+
+    from forge_ray.storage import local_sizes, verify_copy
+
+    storage = get_train_context().get_storage()
+    persisted = storage.persist_current_checkpoint(checkpoint, dir_name)
+    verify_copy(local_sizes(checkpoint.path), persisted.path, storage.storage_filesystem)
+    return persisted

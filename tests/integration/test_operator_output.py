@@ -172,3 +172,29 @@ def test_verbose_brings_the_engines_lines_back(demo_config_at):
     assert prepare.run(timeout=600) == 0, "\n".join(prepare.lines[-60:])
     assert engine_lines(prepare.lines), prepare.lines[-40:]  # Ray's and its workers' own lines
     assert not any("engine logs" in line for line in prepare.lines)
+
+
+def test_prepare_stops_within_10s_and_leaves_no_process(demo_config_at):
+    sets = [a for o in TRAIN for a in ("--set", o)]
+    prepare = Forge("prepare", "-c", str(demo_config_at), *sets)
+    prepare.wait_for(r"^\[prepare\] ", timeout=300)  # its progress line: the local cluster is up, work started
+    took, left = prepare.interrupt(signal.SIGINT)
+    said = "\n".join(prepare.lines)
+    assert took <= EXIT_WITHIN_S, f"exited {took:.1f} s after SIGINT\n{said[-3000:]}"
+    assert not left, [(p.pid, p.name()) for p in left]
+    assert "forge prepare: interrupted; stopping" in said
+
+
+def test_training_logs_no_placement_group_cleaner_failures_even_verbose(demo_config_at):
+    """The cleaner asks the State API whether the controller lives: the local cluster serves it (the
+    dashboard) and tells the workers where, so not one ask fails (checked where they would show: -v)."""
+    short = [o for o in TRAIN if not o.startswith(("train.steps=", "train.checkpoint_every="))]
+    sets = [a for o in [*short, "train.steps=30", "train.checkpoint_every=10"] for a in ("--set", o)]
+    assert Forge("prepare", "-c", str(demo_config_at), *sets).run(timeout=600) == 0
+    train = Forge("-v", "train", "-c", str(demo_config_at), *sets)
+    assert train.run(timeout=600) == 0, "\n".join(train.lines[-60:])
+    said = "\n".join(train.lines)
+    assert "RayTrainWorker" in said  # verbose: the engines' lines are there
+    for failure in ("Failed to query Ray Train Controller actor state", "Found multiple active Ray instances",
+                    "PlacementGroupCleaner not available", "Failed to launch PlacementGroupCleaner"):
+        assert failure not in said, failure

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -82,9 +83,11 @@ def main(root: str, out: str, steps: int) -> None:
     result: dict = {"steps": steps, "checkpoint_every": CKPT_EVERY, "events": {}}
     outcome: dict = {}
     # The nodes read the store's keys from their own environment (never from a job's runtime env).
-    with LocalHead(num_cpus=2, resources={"w": 1}, system_config=HEALTH,
+    # Logical CPUs beyond the worker's one on each node: Ray Data's read tasks of each worker's
+    # stream need their own.
+    with LocalHead(num_cpus=4, resources={"w": 1}, system_config=HEALTH,
                    extra_env={k: v for k, v in os.environ.items() if k.startswith("AWS_")}) as head:
-        node = LocalNode(head, num_cpus=2, resources={"w": 1, "node2": 1}).start()
+        node = LocalNode(head, num_cpus=4, resources={"w": 1, "node2": 1}).start()
         try:
             # The head's token, known before Ray is imported (it reads the auth mode then).
             os.environ.update({k: head.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")})
@@ -93,7 +96,10 @@ def main(root: str, out: str, steps: int) -> None:
             from forge_ray.mixture import check_consumption
             from forge_ray.train import run_training
 
-            ray.init(address=head.gcs_address, logging_level="ERROR")
+            # The State API's address for Ray Train's PlacementGroupCleaner (it cannot tell this
+            # cluster from another one on the machine by itself).
+            ray.init(address=head.gcs_address, logging_level="ERROR",
+                     runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": head.dashboard_url}})
             result["nodes_before"] = sum(n["Alive"] for n in ray.nodes())
 
             def fit() -> None:
@@ -131,6 +137,10 @@ def main(root: str, out: str, steps: int) -> None:
                     result["consumption_error"] = str(e)
             with open(out, "w") as f:
                 json.dump(result, f, indent=1, default=str)
+            if result["error"]:  # the workers' logs, for the post-mortem (the head's temp dir goes)
+                logs = os.path.join(head.temp_dir, "session_latest", "logs")
+                shutil.copytree(logs, os.path.join(os.path.dirname(out), "logs"), ignore_dangling_symlinks=True,
+                                ignore=shutil.ignore_patterns("*.sock", "events"), dirs_exist_ok=True)
             if "ray" in sys.modules:
                 sys.modules["ray"].shutdown()
             node.stop()
