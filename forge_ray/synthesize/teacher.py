@@ -68,6 +68,19 @@ def _local(uri: str) -> str:
     return tmp
 
 
+def whole_prompts_per_step(max_model_len: int) -> dict:
+    """vLLM engine settings for seeded sampling on CPU: every prompt prefilled in one step.
+
+    With chunked prefill a prompt split across steps has the token sampled at its partial step
+    discarded, and vLLM (0.32, `gpu_model_runner._bookkeeping_sync`, which the CPU runner inherits)
+    rewinds that request's `torch.Generator` with `set_offset`: a CPU generator has no offset and
+    raises "CPU Generator does not use offset", killing the engine. It only fires for requests with
+    a seed, which the teacher always sets (same seed, same samples). Without chunked prefill a
+    prompt is scheduled whole or waits, so nothing is discarded; the step budget must then hold the
+    longest prompt. (On GPUs the generators are Philox, with offsets: chunked prefill stays on.)"""
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 2048)}
+
+
 class TeacherEngine:
     """A Ray Data actor: one `vllm.LLM` on the teacher's folder; a load failure is reported per batch."""
 
@@ -77,7 +90,8 @@ class TeacherEngine:
             from vllm import LLM
 
             self.llm = LLM(model=_local(uri), max_model_len=cfg["max_model_len"], dtype=cfg["dtype"],
-                           enforce_eager=True, seed=0, distributed_executor_backend="uni")
+                           enforce_eager=True, seed=0, distributed_executor_backend="uni",
+                           **({} if cfg.get("gpus") else whole_prompts_per_step(cfg["max_model_len"])))
             self.tok = self.llm.get_tokenizer()
         except Exception as e:  # noqa: BLE001 - any failure to load means the teacher is unusable
             self.error = f"teacher cannot load: {type(e).__name__}: {e}"
@@ -149,7 +163,7 @@ class TeacherGenerator(Generator):
         c = self.cfg
         items = self.prompts(records, samples, seed, source)
         env = {"VLLM_CPU_KVCACHE_SPACE": f"{c.kv_cache_gib:g}", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-        engine_cfg = {k: getattr(c, k) for k in ("max_model_len", "dtype", "max_tokens", "temperature", "top_p")}
+        engine_cfg = {k: getattr(c, k) for k in ("max_model_len", "dtype", "max_tokens", "temperature", "top_p", "gpus")}
         return (
             ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // c.batch_size + 1, 64)))
             .map_batches(TeacherEngine, fn_constructor_kwargs={"uri": self.uri, "cfg": engine_cfg},

