@@ -146,3 +146,56 @@ def test_an_export_whose_tokenizer_is_its_bases_folder_keeps_its_own_weights(tmp
     saved = load_file(str(out / "model.safetensors"))
     assert torch.equal(saved["model.embed_tokens.weight"], state["embed_tokens.weight"])
     assert (out / "tokenizer.json").exists() and not (out / "manifest.json").exists()
+
+
+class _FakePool:
+    """Stands in for the rollout engines (RolloutPool's methods): one engine that Ray restarted with
+    its starting weights (step 0) and answers every prompt with the same completions."""
+
+    def __init__(self, completion: list[int], group_size: int):
+        from forge_ray.rl.rollout import Completion
+
+        self.held, self.syncs, self.calls = 0, [], 0
+        self.group = [Completion(completion, [-0.5] * len(completion), "stop")] * group_size
+
+    def generate(self, prompts):
+        self.calls += 1
+        return [list(self.group) for _ in prompts], [self.held] * len(prompts)
+
+    def behind(self, step):
+        return [0] if self.held != step else []
+
+    def sync(self, weights, step, only=None):
+        self.held = step
+        self.syncs.append((step, only, sorted(weights)[:1]))
+        return 0.01
+
+
+def test_a_restarted_rollout_engine_is_synced_before_its_completions_are_used(tmp_path):
+    from types import SimpleNamespace
+
+    from forge_ray.config.model import ModelConfig
+    from forge_ray.config.rl import RLConfig
+    from forge_ray.config.train import TrainConfig
+    from forge_ray.models import build_model
+    from forge_ray.rl.prompts import parse_cases
+    from forge_ray.rl.worker import GRPOJob, GRPOTrainer
+    from forge_ray.testing.tiny_versions import build_tiny
+
+    folder = build_tiny(str(tmp_path / "base"))
+    cfg = ModelConfig(name="t", hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=1, ffn_hidden_size=256,
+                      vocab_size=512, max_seq_len=512)
+    cases = parse_cases([{"id": f"c{i}", "prompt": f"q{i}", "scorer": "exact", "expected": "yes"} for i in range(4)], "p")
+    rl = RLConfig(prompts="p.jsonl", group_size=2)
+    pool = _FakePool([7, 8], rl.group_size)
+    job = GRPOJob(model=cfg, train=TrainConfig(global_batch_size=4, micro_batch_size=4), rl=rl,
+                  run_dir=str(tmp_path / "run"), init_from=folder, tokenizer_dir=folder, cases=cases,
+                  prompt_ids=[[1, 2]] * 4, pool=pool, pad_id=0, run_id="r", config_hash="h")
+    trainer = GRPOTrainer(job, SimpleNamespace(device="cpu"), None, build_model(cfg), None, rank=0, world_size=1,
+                          start_step=3)
+    batch = trainer.rollouts(3)
+    assert pool.syncs[0][:2] == (3, [0]) and pool.syncs[0][2] == ["lm_head.weight"]  # HF names, step 3's weights
+    assert pool.calls == 2  # the completions made with the starting weights were thrown away
+    assert len(batch.completions) == 4 and batch.valid == [True] * 4
+    assert batch.advantages == [0.0] * 4  # equal rewards in each group
+
