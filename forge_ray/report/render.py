@@ -124,13 +124,18 @@ def eval_series(report: EvalReport, previous: EvalReport | None):
     domains = list(this)
     label = str(report.get("version") or "this version")
     ppl = {label: [_num(_field(this[d], "perplexity")) for d in domains]}
+    # the baseline is the promoted version, or an SFT version's base (eval/report.py `Baseline.kind`)
+    base_label = f"{'base' if (base or {}).get('kind') == 'base' else 'previous'} ({(base or {}).get('version', '?')})"
     if base and base_ppl:
-        ppl[f"previous ({base.get('version', '?')})"] = [_num(_field(base_ppl.get(d), "perplexity")) for d in domains]
+        ppl[base_label] = [_num(_field(base_ppl.get(d), "perplexity")) for d in domains]
     suites_now = {s["name"]: s for s in _suites(report)}
     suites_prev = {s["name"]: s for s in _suites(previous)}
     names = list(suites_now)
     suites: dict[str, Any] = {"names": names, "scores": {label: [_num(suites_now[n].get("score")) for n in names]}}
-    if previous and suites_prev:
+    if (base or {}).get("kind") == "base" and base.get("kpi"):  # an SFT version: its base's scores, same suites
+        base_suites = {s["name"]: s for s in base["kpi"].get("suites", [])}
+        suites["scores"][base_label] = [_num(_field(base_suites.get(n), "score")) for n in names]
+    elif previous and suites_prev:
         suites["scores"][f"previous ({previous.get('version', '?')})"] = [
             _num(_field(suites_prev.get(n), "score")) for n in names
         ]

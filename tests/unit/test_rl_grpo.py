@@ -115,18 +115,6 @@ def test_a_completion_without_reward_is_not_a_target():
     assert step_norm(completion_masks(batch), "token", 8) == 1
 
 
-def test_the_run_report_shows_grpo_curves_and_the_gate():
-    from forge_ray.report.render import render_report
-
-    recs = [{"step": s, "reward_mean": 0.2 + 0.1 * s, "kl": 0.01 * s, "response_len": 5.0, "reward_failed": 0,
-             "sync_s": 0.03, "logprob_gap": 1e-6} for s in range(4)]
-    gate = {"suite": "heldout.jsonl", "cases": 40, "base": 0.4, "rl": 0.55, "delta": 0.15, "decision": "promote"}
-    html = render_report(metrics=recs, rl={"metrics": recs, "gate": gate})
-    assert 'id="plot-rl"' in html
-    assert "0.550" in html and "+0.150" in html and "promote" in html
-    assert "not an RL version" in render_report(metrics=[])
-
-
 def test_an_export_whose_tokenizer_is_its_bases_folder_keeps_its_own_weights(tmp_path):
     """GRPO ships its base's tokenizer from the base's model folder: the base's weights and
     manifest must not come along and overwrite the trained ones."""
@@ -198,4 +186,3 @@ def test_a_restarted_rollout_engine_is_synced_before_its_completions_are_used(tm
     assert pool.calls == 2  # the completions made with the starting weights were thrown away
     assert len(batch.completions) == 4 and batch.valid == [True] * 4
     assert batch.advantages == [0.0] * 4  # equal rewards in each group
-
