@@ -198,3 +198,16 @@ def test_training_logs_no_placement_group_cleaner_failures_even_verbose(demo_con
     for failure in ("Failed to query Ray Train Controller actor state", "Found multiple active Ray instances",
                     "PlacementGroupCleaner not available", "Failed to launch PlacementGroupCleaner"):
         assert failure not in said, failure
+
+
+def test_demo_stops_within_10s_in_training_and_leaves_no_process(demo_config_at):
+    """Ctrl-C in the middle of the demo's first training round: the pipeline's workers, the local
+    cluster and the demo itself are gone within 10 s."""
+    sets = [a for o in TRAIN for a in ("--set", o)]
+    demo = Forge("demo", "-c", str(demo_config_at), "--rounds", "1", "--scale", "0.3", *sets)
+    demo.wait_for(r"^\[train\] step +3/400 ", timeout=900)
+    took, left = demo.interrupt(signal.SIGINT)
+    said = "\n".join(demo.lines)
+    assert took <= EXIT_WITHIN_S, f"exited {took:.1f} s after SIGINT\n{said[-3000:]}"
+    assert not left, [(p.pid, p.name()) for p in left]
+    assert "forge demo: interrupted; stopping" in said
