@@ -16,10 +16,8 @@ as on a real store.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +27,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from forge_ray.errors import ForgeError
-from forge_ray.testing.local_head import session_pids
+from forge_ray.testing.local_head import end_session
 
 REGION = "us-east-1"
 
@@ -151,18 +149,7 @@ class ObjectStore:
     def stop(self, grace_s: float = 5) -> None:
         """End every process of this store's session; remove its temp dir (data included)."""
         if self._proc is not None:
-            sid = self._proc.pid  # the session leader's pid is the session id
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                for pid in session_pids(sid):
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                deadline = time.monotonic() + grace_s
-                while session_pids(sid) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                if not session_pids(sid):
-                    break
+            end_session(self._proc.pid, grace_s)  # the session leader's pid is the session id
             self._proc.wait(timeout=grace_s)
             self._proc = None
         shutil.rmtree(self.temp_dir, ignore_errors=True)
