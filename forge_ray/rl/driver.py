@@ -102,11 +102,8 @@ def plan_grpo(config: ForgeConfig, storage: Storage, run: str) -> GRPOPlan:
 
 def run_grpo(config: ForgeConfig, storage: Storage | None = None) -> GRPOResult:
     """Plan, start the rollout engines, fit on the connected Ray cluster, stop the engines."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from forge_ray.rl.rollout import RolloutPool
-    from forge_ray.train.driver import TrainError, _fit, default_run_name
+    from forge_ray.train.driver import TrainError, _fit, default_run_name, torch_trainer
     from forge_ray.train.metrics import read_metrics
     from forge_ray.train.progress import StepFollower
 
@@ -118,17 +115,7 @@ def run_grpo(config: ForgeConfig, storage: Storage | None = None) -> GRPOResult:
     pool = RolloutPool.start(plan.model_dir, config.rl)
     try:
         job = GRPOJob(**plan.job_parts, pool=pool)
-        runs_fs, runs_path = storage.pyarrow_fs("runs")
-        resources = {"CPU": t.cpus_per_worker, **t.worker_resources, **({"GPU": 1} if t.use_gpu else {})}
-        trainer = TorchTrainer(
-            grpo_loop_per_worker, train_loop_config={"job": job},
-            torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=(t.min_workers, t.max_workers) if t.elastic else t.max_workers,
-                                         use_gpu=t.use_gpu, resources_per_worker=resources,
-                                         elastic_resize_monitor_interval_s=t.elastic_monitor_s),
-            run_config=RunConfig(name=run, storage_path=runs_path, storage_filesystem=runs_fs,
-                                 failure_config=FailureConfig(max_failures=t.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints)))
+        trainer = torch_trainer(grpo_loop_per_worker, job, t, run, storage)
         start = time.perf_counter()
         result = _fit(trainer, StepFollower(job.run_dir, t.steps, line=rl_step_line))
         wall = time.perf_counter() - start

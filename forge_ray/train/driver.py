@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from forge_ray.config import ForgeConfig, config_hash
 from forge_ray.config.model import ModelConfig
+from forge_ray.config.train import TrainConfig
 from forge_ray.errors import ConfigError, ForgeError
 from forge_ray.storage import Storage
 from forge_ray.train.metrics import StepRecord, read_metrics
@@ -173,21 +174,35 @@ def plan_run(config: ForgeConfig, dataset: PreparedDataset, storage: Storage, ru
 
 def run_training(config: ForgeConfig, dataset: PreparedDataset, storage: Storage | None = None) -> TrainResult:
     """Plan, then fit on the connected Ray cluster (call `forge_ray.cluster.connect` first)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     storage = storage or Storage(config.project.storage_root)
     storage.check_writable()  # an unreachable store or a missing bucket fails here, before planning
     t = config.train
     run = t.run_name or default_run_name(config)
     job = plan_run(config, dataset, storage, run)
     print(job.plan.summary(), flush=True)
+    trainer = torch_trainer(train_loop_per_worker, job, t, run, storage)
+    start = time.perf_counter()
+    result = _fit(trainer, StepFollower(job.run_dir, job.plan.total_steps))
+    wall = time.perf_counter() - start
+    if result.error is not None or result.checkpoint is None:
+        raise TrainError(f"run {run} failed: {result.error or 'no checkpoint was reported'}")
+    ckpt = result.checkpoint.path  # on the storage filesystem, without its protocol
+    return TrainResult(run=run, run_dir=job.run_dir, checkpoint_dir=ckpt if storage.is_local else storage.fs.unstrip_protocol(ckpt),
+                       model=job.model, plan=job.plan, metrics=read_metrics(job.run_dir), wall_s=wall)
+
+
+def torch_trainer(loop, job, t: TrainConfig, run: str, storage: Storage):
+    """Ray Train's TorchTrainer running `loop({"job": job})` on the workers `train` asks for, with
+    the run's checkpoints under `<storage_root>/runs/<run>/` (pre-training, SFT and GRPO alike)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     runs_fs, runs_path = storage.pyarrow_fs("runs")
     resources = {"CPU": t.cpus_per_worker, **t.worker_resources}
     if t.use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
-        train_loop_per_worker,
+    return TorchTrainer(
+        loop,
         train_loop_config={"job": job},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -201,14 +216,6 @@ def run_training(config: ForgeConfig, dataset: PreparedDataset, storage: Storage
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
         ),
     )
-    start = time.perf_counter()
-    result = _fit(trainer, StepFollower(job.run_dir, job.plan.total_steps))
-    wall = time.perf_counter() - start
-    if result.error is not None or result.checkpoint is None:
-        raise TrainError(f"run {run} failed: {result.error or 'no checkpoint was reported'}")
-    ckpt = result.checkpoint.path  # on the storage filesystem, without its protocol
-    return TrainResult(run=run, run_dir=job.run_dir, checkpoint_dir=ckpt if storage.is_local else storage.fs.unstrip_protocol(ckpt),
-                       model=job.model, plan=job.plan, metrics=read_metrics(job.run_dir), wall_s=wall)
 
 
 def _fit(trainer, follower: StepFollower):
