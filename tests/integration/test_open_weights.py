@@ -57,37 +57,60 @@ def open_weights(folder: Path, family: str, tokenizer_dir: str, vocab: int) -> s
     return str(folder)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_continue_each_family_export_it_and_serve_it_with_vllm(prepared_dataset, tmp_path, family):
-    from transformers import AutoModelForCausalLM
-
+@pytest.fixture(scope="module")
+def continued(prepared_dataset, tmp_path_factory):
+    """`continued(family)`: that family's open weights continued for a few steps and exported
+    (run once per family, shared by its own test and the one vLLM test)."""
     from forge_ray.config import load_config
     from forge_ray.export import export_run
     from forge_ray.storage import Storage
     from forge_ray.train import run_training
 
     root, dataset = prepared_dataset
-    folder = open_weights(tmp_path / "open", family, dataset.tokenizer_path, dataset.tokenizer_info["vocab_size"])
-    name = f"ow-{family}"
-    config = load_config(DEMO_CONFIG, [f"project.storage_root={root}", f"train.run_name={name}", f"model.name={name}",
-                                       f"model.init_from={folder}", *TRAIN])
-    result = run_training(config, dataset)
+    runs: dict = {}
+
+    def run(family: str):
+        if family not in runs:
+            folder = open_weights(tmp_path_factory.mktemp(f"open-{family}"), family, dataset.tokenizer_path,
+                                  dataset.tokenizer_info["vocab_size"])
+            name = f"ow-{family}"
+            config = load_config(DEMO_CONFIG, [f"project.storage_root={root}", f"train.run_name={name}",
+                                               f"model.name={name}", f"model.init_from={folder}", *TRAIN])
+            result = run_training(config, dataset)
+            runs[family] = (result, export_run(result, config, dataset, Storage(str(root))))
+        return runs[family]
+
+    return run
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_continue_each_family_and_export_it_as_the_same_class(continued, family):
+    from transformers import AutoModelForCausalLM
+
+    result, exported = continued(family)
     assert result.model.hf_architecture == family
     losses = [m["lm_loss"] for m in result.metrics]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
 
-    exported = export_run(result, config, dataset, Storage(str(root)))
     raw = json.loads((Path(exported.path) / "config.json").read_text())
     assert raw["architectures"] == [FAMILIES[family][1]]
     assert type(AutoModelForCausalLM.from_pretrained(exported.path)).__name__ == FAMILIES[family][1]
 
+
+def test_vllm_serves_every_family_export_as_transformers_generates_it(continued, tmp_path):
+    """vLLM's greedy tokens for each export's canary prompts are the transformers greedy tokens
+    recorded at export (one vLLM process loads the five exports in turn)."""
+    exports = {family: continued(family)[1] for family in sorted(FAMILIES)}
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(OFFLINE_ENV, PYTHONPATH=str(REPO))
     out = tmp_path / "vllm.json"
-    proc = subprocess.run([sys.executable, str(REPO / "tests/integration/vllm_greedy.py"), exported.path, str(out), "8"],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=420)
+    proc = subprocess.run([sys.executable, str(REPO / "tests/integration/vllm_greedy.py"), str(out), "8",
+                           *(e.path for e in exports.values())],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(out.read_text()) == [c["greedy_token_ids"][:8] for c in exported.manifest["canaries"]]
+    got = json.loads(out.read_text())
+    for family, exported in exports.items():
+        assert got[exported.path] == [c["greedy_token_ids"][:8] for c in exported.manifest["canaries"]], family
 
 
 def test_init_from_alone_reuses_the_models_tokenizer_as_it_is(prepared_dataset, tmp_path):

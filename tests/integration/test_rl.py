@@ -46,7 +46,10 @@ def grpo(sft_version, ray_cluster):
     config = load_config("jobs/configs/rl.yaml", [
         f"project.storage_root={root}", f"model.init_from={sft_version['exported'].path}",
         f"train.steps={STEPS}", f"train.checkpoint_every={CHECKPOINT_EVERY}", "train.run_name=grpo",
-        "rl.kl_coef=0.02"])
+        # sampled at 1.5, the SFT model's completions score well below its greedy answers: room to learn that
+        # does not depend on how good the session's SFT model came out (at 1.0 the first epoch already sits
+        # within ~0.05 of greedy on some runs, and the curve is flat)
+        "rl.kl_coef=0.02", "rl.temperature=1.5", "train.lr=1e-3"])
     run_dir = Storage(str(root)).path("runs", "grpo")
     outcome: dict = {}
     out: dict = {}
@@ -78,8 +81,8 @@ def test_reward_rises_over_the_run(grpo):
     span = PROMPTS // 16  # steps per epoch (16 prompts a step): each epoch asks every prompt once
     epochs = [[curve[s]["reward_by_term"]["kpi"] for s in steps[i: i + span]] for i in range(0, STEPS - span + 1, span)]
     first, last = sum(epochs[0]) / len(epochs[0]), sum(epochs[-1] + epochs[-2]) / (2 * len(epochs[-1]))
-    # measured at lr 5e-4: 0.43 in the first epoch, 0.56 over the last two
-    assert last > first + 0.05, [round(sum(e) / len(e), 3) for e in epochs]
+    # measured (no kill): 0.23 in the first epoch, 0.43 over the last two
+    assert last > first + 0.08, [round(sum(e) / len(e), 3) for e in epochs]
 
 
 def test_a_killed_worker_is_survived_from_its_last_checkpoint(grpo):

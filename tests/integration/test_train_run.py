@@ -122,10 +122,10 @@ def test_vllm_greedy_matches_transformers(moe_run, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(OFFLINE_ENV, PYTHONPATH=str(REPO))
     out = tmp_path / "vllm.json"
-    proc = subprocess.run([sys.executable, str(REPO / "tests/integration/vllm_greedy.py"), exported.path, str(out), "8"],
+    proc = subprocess.run([sys.executable, str(REPO / "tests/integration/vllm_greedy.py"), str(out), "8", exported.path],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(out.read_text())
+    got = json.loads(out.read_text())[exported.path]
     expected = [c["greedy_token_ids"][:8] for c in exported.manifest["canaries"]]
     assert got == expected
 
