@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from forge_ray.cli.common import add_config_args, load
 
@@ -29,5 +30,13 @@ def run(args: argparse.Namespace) -> int:
     rounds = args.rounds
     if args.command == "demo":
         rounds = max(rounds or 2, config.train.rounds)
-    run_pipeline(config, address=args.address, rounds=rounds, keep_serving=args.keep_serving, scale=args.scale)
+    # A local cluster (no address) stops with this command, its endpoint with it: Serve's own graceful
+    # shutdown would only add its replicas' wait and its "(raylet) Task ServeController... failed" lines.
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    run_pipeline(config, address=args.address, rounds=rounds, keep_serving=args.keep_serving or local,
+                 scale=args.scale)
+    if local:
+        from forge_ray.cli.main import stop_ray
+
+        stop_ray()
     return 0

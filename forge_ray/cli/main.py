@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print(f"forge {args.command}: interrupted; stopping", file=sys.stderr, flush=True)
-        _stop_ray()
+        stop_ray()
         return 130
     finally:
         if main_thread:
@@ -84,7 +84,7 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _stop_ray() -> None:
+def stop_ray() -> None:
     """Disconnect; a local cluster this process started stops with it (its workers, replicas and
     engines are killed: artefacts are written atomically, so what was complete stays complete)."""
     if threading.current_thread() is threading.main_thread():

@@ -27,7 +27,7 @@ from tests.conftest import DEMO_WITHOUT_SYNTHETIC, REPO
 ENGINE_LINE = re.compile(
     r"pid=\d+(?:, ip=[\d.]+)?\)|ServeReplica|RayTrainWorker|Running Dataset|Execution plan|Starting execution of Dataset"
     r"|vLLM|vllm|EngineCore|deepspeed|DeepSpeed|Reporting training result|PlacementGroupCleaner|NUMA"
-    r"|Started a local Ray instance|INFO \d{4}-\d\d-\d\d")
+    r"|Started a local Ray instance|INFO \d{4}-\d\d-\d\d|\(raylet\)")
 EXIT_WITHIN_S = 10.0
 TRAIN = [*DEMO_WITHOUT_SYNTHETIC, "prepare.seq_len=128", "prepare.tokenizer.vocab_size=512",
          "model.hidden_size=64", "model.num_layers=2", "model.num_heads=1", "model.num_kv_heads=1",
