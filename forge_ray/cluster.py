@@ -156,11 +156,6 @@ def connect(
         **dashboard,
         runtime_env=env,
         log_to_driver=forward_worker_output(),
-        # Ray derives how many workers may start at once from the machine's cores (2 here), not from the
-        # logical CPUs the cluster declares, and warns on the terminal ("(raylet) WARNING: 10 PYTHON
-        # worker processes have been started ... 5x the maximum expected startup concurrency") as soon
-        # as a run holds 4x that many: training, Ray Data and Serve on one node always do.
-        _system_config={"worker_maximum_startup_concurrency": num_cpus},
     )
 
 
