@@ -40,6 +40,7 @@ class Forge:
     """`forge ARGS` in a subprocess whose merged output is collected line by line."""
 
     def __init__(self, *args: str, cwd: Path = REPO):
+        self.command = next(a for a in args if not a.startswith("-"))  # `forge -v train` -> train
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "FORGE_VERBOSE")}
         self.proc = subprocess.Popen([sys.executable, "-m", "forge_ray.cli.main", *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -79,6 +80,16 @@ class Forge:
         self._reader.join(timeout=5)
         time.sleep(1.0)
         return took, [p for p in started if _alive(p)]
+
+    def stops_on(self, sig: int) -> str:
+        """Send `sig` and check what every command promises: gone within 10 s, no process of it left,
+        its one-line message. Its whole output, for the caller's own checks."""
+        took, left = self.interrupt(sig)
+        said = "\n".join(self.lines)
+        assert took <= EXIT_WITHIN_S, f"exited {took:.1f} s after {signal.Signals(sig).name}\n{said[-3000:]}"
+        assert not left, [(p.pid, p.name()) for p in left]
+        assert f"forge {self.command}: interrupted; stopping" in said
+        return said
 
     def kill(self) -> None:
         for p in [*self.descendants(), psutil.Process(self.proc.pid)]:
@@ -144,11 +155,7 @@ def serve_config(tmp_path) -> Path:
 def test_serve_stops_within_10s_and_leaves_no_process(serve_config, sig):
     forge = Forge("serve", "-c", str(serve_config))
     forge.wait_for(r"^serving tiny version v1 at http", timeout=420)
-    took, left = forge.interrupt(sig)
-    said = "\n".join(forge.lines)
-    assert took <= EXIT_WITHIN_S, f"exited {took:.1f} s after {sig.name}\n{said[-3000:]}"
-    assert not left, [(p.pid, p.name()) for p in left]
-    assert "forge serve: interrupted; stopping" in said
+    said = forge.stops_on(sig)
     assert not engine_lines(forge.lines), engine_lines(forge.lines)[:20]
     assert re.search(r"^\[ray\] engine logs .*: /\S+", said, re.M)  # where they went, once
     assert sum("engine logs" in line for line in forge.lines) == 1
@@ -163,11 +170,7 @@ def test_prepare_then_train_show_forge_lines_and_train_stops_within_10s(demo_con
 
     train = Forge("train", "-c", str(demo_config_at), *sets)
     train.wait_for(r"^\[train\] step +3/400 ", timeout=600)
-    took, left = train.interrupt(signal.SIGINT)
-    said = "\n".join(train.lines)
-    assert took <= EXIT_WITHIN_S, f"exited {took:.1f} s after SIGINT\n{said[-3000:]}"
-    assert not left, [(p.pid, p.name()) for p in left]
-    assert "forge train: interrupted; stopping" in said
+    train.stops_on(signal.SIGINT)
     assert not engine_lines(train.lines), engine_lines(train.lines)[:20]
     steps = [m.group(1) for line in train.lines if (m := re.match(r"^\[train\] step +(\d+)/400 ", line))]
     assert len(steps) == len(set(steps)) >= 3  # one line per logged step, from the driver
@@ -185,11 +188,7 @@ def test_prepare_stops_within_10s_and_leaves_no_process(demo_config_at):
     sets = [a for o in TRAIN for a in ("--set", o)]
     prepare = Forge("prepare", "-c", str(demo_config_at), *sets)
     prepare.wait_for(r"^\[prepare\] ", timeout=300)  # its progress line: the local cluster is up, work started
-    took, left = prepare.interrupt(signal.SIGINT)
-    said = "\n".join(prepare.lines)
-    assert took <= EXIT_WITHIN_S, f"exited {took:.1f} s after SIGINT\n{said[-3000:]}"
-    assert not left, [(p.pid, p.name()) for p in left]
-    assert "forge prepare: interrupted; stopping" in said
+    prepare.stops_on(signal.SIGINT)
 
 
 def test_training_logs_no_placement_group_cleaner_failures_even_verbose(demo_config_at):
@@ -213,8 +212,4 @@ def test_demo_stops_within_10s_in_training_and_leaves_no_process(demo_config_at)
     sets = [a for o in TRAIN for a in ("--set", o)]
     demo = Forge("demo", "-c", str(demo_config_at), "--rounds", "1", "--scale", "0.3", *sets)
     demo.wait_for(r"^\[train\] step +3/400 ", timeout=900)
-    took, left = demo.interrupt(signal.SIGINT)
-    said = "\n".join(demo.lines)
-    assert took <= EXIT_WITHIN_S, f"exited {took:.1f} s after SIGINT\n{said[-3000:]}"
-    assert not left, [(p.pid, p.name()) for p in left]
-    assert "forge demo: interrupted; stopping" in said
+    demo.stops_on(signal.SIGINT)
