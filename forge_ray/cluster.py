@@ -109,6 +109,7 @@ def connect(
     runtime_env: dict | None = None,
     include_dashboard: bool = False,
     serve_cfg=None,
+    serve: bool = True,
 ):
     """Connect to the cluster at `address` (or RAY_ADDRESS), else start a local one.
 
@@ -117,6 +118,7 @@ def connect(
     Serve's HAProxy gets its ports from `serve_cfg` (a ServeConfig); on a local cluster its admin
     socket and state go to a private directory (a remote cluster's nodes set their own paths:
     cluster/kuberay/*.yaml). A local cluster runs no dashboard unless asked, and then on 127.0.0.1.
+    `serve=False`: nothing in this process will use Ray Serve (its logger is not set up).
     """
     import ray
 
@@ -133,9 +135,13 @@ def connect(
 
     if address:
         log.info("connecting to Ray cluster at %s", address)
-        return _init(ray, address=address, runtime_env=env, log_to_driver=forward_worker_output())
+        return _init(ray, serve, address=address, runtime_env=env, log_to_driver=forward_worker_output())
     log.info("starting a local Ray cluster (%d logical CPUs)", num_cpus)
     _bind_loopback()
+    # The raylet this starts, and every worker it starts, inherit the driver's environment: set
+    # there, the variables need no job runtime env, whose workers Ray cannot take from the ones it
+    # prestarts (measured on 2 cores: ~2 s more to start, and a second set of worker processes).
+    os.environ.update(env.pop("env_vars"))
     dashboard = {}
     if include_dashboard:
         # A free port, not Ray's 8265 (another cluster on this machine may hold it), and its address
@@ -146,6 +152,7 @@ def connect(
         env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     return _init(
         ray,
+        serve,
         # "local": always a new cluster; with None Ray would join whatever `ray start` last
         # started on this machine.
         address="local",
@@ -159,7 +166,7 @@ def connect(
     )
 
 
-def _init(ray, **kwargs):
+def _init(ray, serve: bool, **kwargs):
     """`ray.init`, then the driver's engine loggers to `<Ray session>/logs/forge-engines.log`,
     beside the workers' logs, their folder printed once (all of it left alone at `forge -v`)."""
     from forge_ray.console import ENGINE_LOG_FILE, forward_worker_output, route_engine_logs, say
@@ -182,7 +189,8 @@ def _init(ray, **kwargs):
     except Exception:  # noqa: BLE001
         logs_dir = os.path.join(tempfile.gettempdir(), "forge-logs")
     try:  # Serve gives its logger a terminal handler when first imported: do it now, route it too
-        import ray.serve  # noqa: F401
+        if serve:
+            import ray.serve  # noqa: F401
     except ImportError:
         pass
     if route_engine_logs(os.path.join(logs_dir, ENGINE_LOG_FILE)):
@@ -204,17 +212,25 @@ def _bind_loopback() -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
-def connect_for(config, address: str | None = None, **kwargs):
-    """`connect` with the local-cluster resources of a forge file, for commands that train (train,
-    eval, the pipeline): a local cluster then runs the dashboard (127.0.0.1, a free port, behind
-    Ray's cluster token), because Ray Train's PlacementGroupCleaner asks the State API, which the
-    dashboard serves, every second whether the run's controller lives; without it each ask fails
-    and logs "Failed to query Ray Train Controller actor state".
+def connect_for(config, address: str | None = None, *, data_only: bool = False, **kwargs):
+    """`connect` with the local-cluster resources of a forge file.
+
+    For commands that train or serve (train, eval, the pipeline) a local cluster runs the dashboard
+    (127.0.0.1, a free port, behind Ray's cluster token), because Ray Train's PlacementGroupCleaner
+    asks the State API, which the dashboard serves, every second whether the run's controller
+    lives; without it each ask fails and logs "Failed to query Ray Train Controller actor state".
+
+    `data_only` (`forge prepare` on its own): a local cluster of no more logical CPUs than the
+    machine has cores, no dashboard and no Serve. The extra logical CPUs exist for Serve's actors;
+    Ray Data would fill them with worker processes that each import the scan's libraries (~3 s of
+    CPU apiece) and then contend for the cores: on 2 cores with 8, the same prepare took 78 s
+    instead of 40 s (benchmarks/prepare.py's 27 MB corpus).
     """
     local = config.project.local_cluster
-    kwargs.setdefault("include_dashboard", True)
-    return connect(address, num_cpus=local.num_cpus, object_store_mb=local.object_store_mb,
-                   serve_cfg=config.serve, **kwargs)
+    num_cpus = min(local.num_cpus, os.cpu_count() or 1) if data_only else local.num_cpus
+    kwargs.setdefault("include_dashboard", not data_only)
+    return connect(address, num_cpus=num_cpus, object_store_mb=local.object_store_mb, serve_cfg=config.serve,
+                   serve=not data_only, **kwargs)
 
 
 def _free_port() -> int:

@@ -15,6 +15,7 @@ the threshold rarely collide.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -36,11 +37,37 @@ def _h55(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 9
 
 
+@functools.lru_cache(maxsize=16)
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows per band) minimising false positives + negatives at `threshold` (datasketch)."""
-    from datasketch.lsh import _optimal_param
+    """(bands, rows per band) minimising false positives + negatives at `threshold`: datasketch's
+    `_optimal_param` (weights 0.5, 0.5), without its scipy import (~0.6 s in every process).
 
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+    Its integrands, 1 - (1 - s^r)^b and (1 - s^r)^b, are polynomials of degree b * r <= num_perm,
+    which Gauss-Legendre quadrature with num_perm // 2 + 1 nodes integrates exactly; all (b, r)
+    pairs at once, the first minimum in datasketch's (b, r) order on a tie.
+    """
+    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+
+    def on(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:  # nodes and weights on [lo, hi]
+        return (hi - lo) / 2 * nodes + (hi + lo) / 2, (hi - lo) / 2 * weights
+
+    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], np.float64)
+    b, r = pairs[:, :1], pairs[:, 1:]
+    s_lo, w_lo = on(0.0, threshold)
+    s_hi, w_hi = on(threshold, 1.0)
+    false_pos = (1 - (1 - s_lo**r) ** b) @ w_lo
+    false_neg = ((1 - s_hi**r) ** b) @ w_hi
+    best = int(np.argmin(0.5 * false_pos + 0.5 * false_neg))
+    return int(pairs[best, 0]), int(pairs[best, 1])
+
+
+def affine32_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) of datasketch's `affine32` MinHash permutations for `seed` (h -> a * h + b mod 2**32,
+    a odd), drawn as `MinHash(num_perm, seed, scheme="affine32")` draws them, without importing it."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 class Signer:
@@ -50,7 +77,7 @@ class Signer:
         self.cfg = cfg
         self.seed = seed
         self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm)
-        self._perms = None  # datasketch draws the permutations per MinHash object: draw them once
+        self._perms = None  # drawn once per process, on first use
         self._words: dict[str, int] = {}
 
     def __getstate__(self):
@@ -83,11 +110,7 @@ class Signer:
         words = _WORD.findall(norm) or [""]  # an empty text: one empty shingle
         n = self.cfg.shingle_words
         if self._perms is None:
-            from datasketch import MinHash
-
-            first = MinHash(num_perm=self.cfg.num_perm, seed=self.seed, scheme="affine32")
-            a, b = first.permutations
-            self._perms = (a.astype(np.uint32), b.astype(np.uint32))
+            self._perms = affine32_permutations(self.cfg.num_perm, self.seed)
         a, b = self._perms
         wh = self._word_hashes(words)
         count = max(1, len(wh) - n + 1)
@@ -186,6 +209,14 @@ class DupIndex:
     def __init__(self, ref, count: int):
         self._ref, self.count = [ref], count  # in a list: Ray passes a nested reference unresolved
         self._arrays = None
+
+    @classmethod
+    def of(cls, dropped: dict[int, bool]) -> DupIndex:
+        """An index held in this process ({key: exact?}), without the object store."""
+        index = cls(None, len(dropped))
+        keys = np.array(sorted(dropped), np.int64)
+        index._arrays = (keys, np.array([dropped[k] for k in keys.tolist()], bool))
+        return index
 
     def __getstate__(self):
         return {"_ref": self._ref, "count": self.count, "_arrays": None}

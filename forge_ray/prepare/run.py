@@ -102,7 +102,7 @@ def prepare_dataset(config: ForgeConfig, storage: Storage | None = None, address
         return open_dataset(storage, cfg.dataset, version)
     from forge_ray.cluster import connect_for
 
-    connect_for(config, address)
+    connect_for(config, address, data_only=True)
     start = time.time()
     with storage.atomic_dir(rel) as tmp, data_context():
         manifest = _run(config, units, inputs, storage.fs, tmp, key)

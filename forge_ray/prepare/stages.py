@@ -129,18 +129,25 @@ def bucket_rows(batch: pa.Table, shards: int) -> dict:
     return {"shard": buckets % shards, "bucket": buckets, "key": keys}
 
 
-def finalize_stage(batch: pa.Table, dups: dict[int, str], eval_fraction: float,
-                   forced_eval: dict[str, float]) -> pa.Table:
-    """Apply the dedup decisions and assign each kept document to train or eval."""
-    rows = _rows(batch)
-    splits = []
-    for r in rows:
-        if r["outcome"] in LIVE and r["key"] in dups:
-            r["text"], r["outcome"], r["reason"] = "", "dropped", dups[r["key"]]
-        held_out = r["split_hash"] < eval_fraction or r["split_hash"] == forced_eval.get(r["source"])
-        splits.append("eval" if held_out else "train")
-    table = pa.Table.from_pylist(rows, schema=batch.schema)
-    return table.append_column("split", pa.array(splits, pa.string()))
+def finalize_stage(batch: pa.Table, dups, eval_fraction: float, forced_eval: dict[str, float]) -> pa.Table:
+    """Apply the dedup decisions (`dups`, a `DupIndex` or {}) and assign each kept document to
+    train or eval, in column arithmetic: no row leaves Arrow."""
+    import pyarrow.compute as pc
+
+    if dups:
+        reason = pa.array(dups.lookup(batch["key"].to_numpy()), pa.string())  # "" where kept
+        hit = pc.and_(pc.is_in(batch["outcome"], pa.array(LIVE)), pc.not_equal(reason, ""))
+        columns = {"text": pc.if_else(hit, "", batch["text"]), "outcome": pc.if_else(hit, "dropped", batch["outcome"]),
+                   "reason": pc.if_else(hit, reason, batch["reason"])}
+        for name, column in columns.items():
+            batch = batch.set_column(batch.schema.get_field_index(name), name, column)
+    h = batch["split_hash"]
+    held_out = pc.less(h, eval_fraction)
+    if forced_eval:  # each source's document of the smallest hash is held out whatever the fraction
+        forced = pc.take(pa.array(list(forced_eval.values()), pa.float64()),
+                         pc.index_in(batch["source"], value_set=pa.array(list(forced_eval), pa.string())))
+        held_out = pc.or_(held_out, pc.fill_null(pc.equal(h, forced), False))
+    return batch.append_column("split", pc.if_else(held_out, "eval", "train"))
 
 
 def tokenize_stage(batch: pa.Table, tokenizer_json: str) -> pa.Table:
@@ -152,11 +159,26 @@ def tokenize_stage(batch: pa.Table, tokenizer_json: str) -> pa.Table:
     prefix = document_prefix(enc)
     texts = batch["text"].to_pylist()
     # encode_batch_fast: the same ids as encode_batch, without computing character offsets
-    ids = [prefix + e.ids for e in enc.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
+    ids = [e.ids for e in enc.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
     return pa.table({
         "source": batch["source"], "split": batch["split"], "key": batch["key"], "pii": batch["pii"],
-        "outcome": batch["outcome"], "input_ids": pa.array(ids, pa.list_(pa.int32())),
+        "outcome": batch["outcome"], "input_ids": _int32_lists(ids, prefix),
     })
+
+
+def _int32_lists(ids: list[list[int]], prefix: list[int]) -> pa.Array:
+    """`pa.array([prefix + x for x in ids], list<int32>)` built from one flat numpy array: ~7x
+    faster than Arrow's conversion of nested Python lists, which cost 40% of tokenising."""
+    import itertools
+
+    import numpy as np
+
+    lengths = np.fromiter(map(len, ids), np.int32, len(ids)) + len(prefix)
+    offsets = np.zeros(len(ids) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    docs = (itertools.chain(prefix, x) for x in ids) if prefix else ids
+    flat = np.fromiter(itertools.chain.from_iterable(docs), np.int32, int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
 
 
 _CACHE: dict = {}

@@ -7,7 +7,15 @@ import random
 import numpy as np
 
 from forge_ray.config.prepare import DedupConfig
-from forge_ray.prepare.dedup import EXACT_BAND, Signer, bucket_edges, components, lsh_params, resolve
+from forge_ray.prepare.dedup import (
+    EXACT_BAND,
+    Signer,
+    affine32_permutations,
+    bucket_edges,
+    components,
+    lsh_params,
+    resolve,
+)
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar".split()
 
@@ -38,6 +46,20 @@ def test_exact_near_and_different_texts():
 def test_lsh_parameters_cover_the_permutations():
     bands, rows = lsh_params(0.8, 128)
     assert bands * rows <= 128 and bands >= 2
+
+
+def test_lsh_parameters_and_permutations_are_datasketchs():
+    """forge computes both without importing datasketch (scipy); they must be datasketch's."""
+    from datasketch import MinHash
+    from datasketch.lsh import _optimal_param
+
+    for num_perm in (32, 128):
+        for threshold in (0.5, 0.7, 0.8, 0.85, 0.9, 0.95):
+            assert lsh_params(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5)
+    for seed in (0, 7):
+        a, b = MinHash(num_perm=128, seed=seed, scheme="affine32").permutations
+        ours = affine32_permutations(128, seed)
+        assert np.array_equal(ours[0], a) and np.array_equal(ours[1], b)
 
 
 def test_a_bucket_links_its_records_to_its_smallest_key():

@@ -10,6 +10,7 @@ import pyarrow as pa
 from forge_ray.config.prepare import PrepareConfig
 from forge_ray.corpora.tickets import ticket_records
 from forge_ray.prepare import stages
+from forge_ray.prepare.dedup import DupIndex
 
 
 def _batch(texts: list[tuple[str, str, str]]) -> pa.Table:
@@ -110,3 +111,20 @@ def test_a_catastrophic_pattern_is_refused_or_bounded_per_record():
     assert rows[0]["outcome"] == "ok"
     assert (rows[1]["outcome"], rows[1]["reason"], rows[1]["text"], rows[1]["raw"]) == (
         "quarantined", stages.QUARANTINE_TIMEOUT, "", "")
+
+
+def test_finalize_drops_duplicates_and_holds_out_by_hash():
+    """Live duplicates are dropped with their dedup reason (records already out keep theirs); the
+    eval split is the hashes under the fraction plus each source's forced document."""
+    batch = pa.table({
+        "source": ["a", "a", "b", "b", "a"], "key": [1, 2, 3, 4, 5], "text": ["t1", "t2", "t3", "t4", "t5"],
+        "outcome": ["ok", "redacted", "quarantined", "ok", "ok"], "reason": ["", "", "bad_json", "", ""],
+        "split_hash": [0.9, 0.05, 0.5, 0.7, 0.3],
+    })
+    dups = DupIndex.of({2: False, 3: True})  # key: exact duplicate?
+    out = stages.finalize_stage(batch, dups, 0.1, {"b": 0.7}).to_pydict()
+    assert out["outcome"] == ["ok", "dropped", "quarantined", "ok", "ok"]
+    assert out["reason"] == ["", "near_duplicate", "bad_json", "", ""]
+    assert out["text"] == ["t1", "", "t3", "t4", "t5"]
+    assert out["split"] == ["train", "eval", "train", "eval", "train"]
+    assert stages.finalize_stage(batch, {}, 0.0, {}).to_pydict()["split"] == ["train"] * 5
