@@ -6,7 +6,8 @@ Input: the embedded corpora (tickets, standard-library code, the Python referenc
 jsonl files {id, text}: ~30 MB (10x), and ~3 MB (1x, for the memory check); --quick: 3 and 0.3 MB.
 One byte-level BPE is trained on a sample first (untimed); both tools reuse it.
 
-Same stages: Gopher quality + Gopher repetition filters, MinHash near-dedup with the same banding
+Same stages: Gopher quality + Gopher repetition filters (forge's rules at datatrove's Gopher thresholds
+where both have the rule, Gopher's English stop-word rule included), MinHash near-dedup with the same banding
 (forge's bands x rows for its threshold, 5-word shingles), e-mail + IP redaction (datatrove's
 `PIIFormatter`; forge with only EMAIL and IP_ADDRESS, no NER), tokenization with the reused
 tokenizer, shards on disk. datatrove: `LocalPipelineExecutor(tasks=2, workers=2)` (the bucket stage
@@ -119,11 +120,18 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
     return wall, rss.peak / 2**20, out
 
 
+# forge's quality rules at the thresholds of datatrove's GopherQualityFilter defaults (the rules both
+# have), so both tools drop about the same records and the later stages get the same work.
+GOPHER_AS_DATATROVE = {"min_words": 50, "max_words": 100_000, "min_mean_word_length": 3, "max_mean_word_length": 10,
+                       "min_alpha_word_ratio": 0.8, "min_stop_words": 2,
+                       "stop_words": ["the", "be", "to", "of", "and", "that", "have", "with"]}
+
+
 def forge_config(root: Path, corpus: Path, tok: Path, full: bool) -> Path:
     import yaml
 
     prepare = {"dataset": "bench", "seq_len": 2048, "eval_fraction": 0.0, "shard_sequences": 4096,
-               "tokenizer": {"mode": "reuse", "path": str(tok)}}
+               "tokenizer": {"mode": "reuse", "path": str(tok)}, "quality": GOPHER_AS_DATATROVE}
     if not full:
         prepare.update(pii={"entities": ["EMAIL", "IP_ADDRESS"], "ner_model": None}, dedup={"exact": False})
     raw = {"project": {"name": "bench", "storage_root": str(root)},

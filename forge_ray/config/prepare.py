@@ -153,6 +153,13 @@ class QualityConfig(Section):
     max_symbol_ratio: float = Field(0.1, ge=0, description="Most '#' and '...' per word.")
     max_digit_ratio: float = Field(0.25, ge=0, le=1, description="Largest share of characters that are digits.")
     min_alpha_word_ratio: float = Field(0.6, ge=0, le=1, description="Smallest share of words with a letter.")
+    stop_words: list[str] = Field(
+        default_factory=list,
+        description="Gopher's stop-word rule: a record must hold at least `min_stop_words` different words of "
+        "this list (case-insensitive). Off (empty) by default: Gopher's list is English (the, be, to, of, and, that, "
+        "have, with) and would drop French or German records; list the common words of your languages.",
+    )
+    min_stop_words: int = Field(2, ge=0, description="Fewest different `stop_words` a record must hold.")
     max_duplicate_line_ratio: float = Field(0.3, ge=0, le=1, description="Largest share of lines that repeat an earlier line.")
     max_top_ngram_ratio: float = Field(0.2, ge=0, le=1, description="Largest share of characters covered by the "
                                        "most frequent word 2-gram.")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
 import unicodedata
 
@@ -87,43 +88,73 @@ class Signer:
         self.__init__(state["cfg"], state["seed"])
 
     def buckets(self, text: str) -> list[int]:
-        norm = normalise(text)
-        out = []
+        return self.buckets_many([text])[0]
+
+    def buckets_many(self, texts: list[str]) -> list[list[int]]:
+        """Bucket ids of each text: its exact bucket, then one per LSH band (one vectorised pass
+        over all the texts: per-text numpy calls cost more than the arithmetic on short records)."""
+        norms = [normalise(t) for t in texts]
+        out: list[list[int]] = [[] for _ in texts]
         if self.cfg.exact:
-            out.append((EXACT_BAND << 55) | _h55(norm.encode()))
-        if self.cfg.near:
-            hv = self.minhash(norm)
-            for b in range(self.bands):
-                band = hv[b * self.rows : (b + 1) * self.rows]
-                out.append((b << 55) | _h55(band.tobytes()))
+            for o, norm in zip(out, norms, strict=True):
+                o.append((EXACT_BAND << 55) | _h55(norm.encode()))
+        if self.cfg.near and texts:
+            for o, ids in zip(out, self.band_ids(self.minhash_many(norms)).tolist(), strict=True):
+                o.extend(ids)
         return out
 
-    def minhash(self, norm: str) -> np.ndarray:
-        """128 (num_perm) minimum hash values over the text's word n-gram shingles.
+    def band_ids(self, signatures: np.ndarray) -> np.ndarray:
+        """(texts, bands) bucket ids: band index in the top bits, a 55-bit hash of its rows below."""
+        bands = signatures[:, : self.bands * self.rows].reshape(len(signatures), self.bands, self.rows)
+        with np.errstate(over="ignore"):
+            h = np.zeros(bands.shape[:2], np.uint64)
+            for r in range(self.rows):
+                h = h * _MUL + bands[:, :, r]
+            h = _fmix64(h + np.uint64(self.rows)) >> np.uint64(9)
+        return (np.arange(self.bands, dtype=np.int64) << 55) | h.astype(np.int64)
 
-        Vectorised: each distinct word is hashed once (blake2b), a shingle's 32-bit hash is a
-        mix of its words' hashes (a polynomial in 64-bit arithmetic, then the murmur3 64-bit
-        finaliser), and the permutations are datasketch's (its `affine32` scheme for this seed:
-        h -> a * h + b mod 2**32, a odd) applied to all shingles at once. A set of distinct
-        shingles gives the same values in any order, so the signature is a function of the text.
+    def minhash(self, norm: str) -> np.ndarray:
+        return self.minhash_many([norm])[0]
+
+    def minhash_many(self, norms: list[str]) -> np.ndarray:
+        """(texts, num_perm) minimum hash values over each text's word n-gram shingles.
+
+        Vectorised over all texts: each distinct word is hashed once (blake2b), a shingle's
+        32-bit hash is a mix of its words' hashes (a polynomial in 64-bit arithmetic, then the
+        murmur3 64-bit finaliser), and the permutations are datasketch's (its `affine32` scheme
+        for this seed: h -> a * h + b mod 2**32, a odd) applied to every distinct (text, shingle)
+        at once. A text of fewer words than a shingle has one shingle of all its words; an empty
+        text one empty shingle. The values depend on the set of a text's shingles only.
         """
-        words = _WORD.findall(norm) or [""]  # an empty text: one empty shingle
         n = self.cfg.shingle_words
         if self._perms is None:
             self._perms = affine32_permutations(self.cfg.num_perm, self.seed)
         a, b = self._perms
-        wh = self._word_hashes(words)
-        count = max(1, len(wh) - n + 1)
+        words = [_WORD.findall(x) or [""] for x in norms]
+        lengths = np.fromiter(map(len, words), np.int64, len(words))
+        wh = self._word_hashes(list(itertools.chain.from_iterable(words)))
+        width = np.minimum(lengths, n)  # words per shingle
+        count = lengths - width + 1  # shingles per text
+        doc = np.repeat(np.arange(len(words), dtype=np.uint64), count)
+        first = np.repeat(np.cumsum(lengths) - lengths - (np.cumsum(count) - count), count) + np.arange(count.sum())
+        w = np.repeat(width, count)
         with np.errstate(over="ignore"):
-            h = np.zeros(count, np.uint64)
-            for k in range(min(n, len(wh))):
-                h = h * _MUL + wh[k : k + count]
-            h = _fmix64(h + np.uint64(min(n, len(wh))))
-            hv = np.unique((h >> np.uint64(32)).astype(np.uint32))
-            # rows of at most 4096 shingles: bounded memory for long documents
-            out = np.full(len(a), 0xFFFFFFFF, np.uint32)
-            for i in range(0, len(hv), 4096):
-                out = np.minimum(out, (hv[i : i + 4096, None] * a + b).min(axis=0))
+            h = np.zeros(len(first), np.uint64)
+            for k in range(n):
+                step = h * _MUL + wh[np.minimum(first + k, len(wh) - 1)]
+                h = step if k == 0 else np.where(w > k, step, h)
+            h = _fmix64(h + w.astype(np.uint64))
+        # distinct (text, shingle) pairs, sorted by text
+        pairs = np.sort((doc << np.uint64(32)) | (h >> np.uint64(32)))  # (np.unique hashes: slower here)
+        pairs = pairs[np.r_[True, pairs[1:] != pairs[:-1]]]
+        owner = (pairs >> np.uint64(32)).astype(np.int64)
+        hv = (pairs & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        out = np.full((len(words), len(a)), 0xFFFFFFFF, np.uint32)
+        for i in range(0, len(hv), 4096):  # rows of at most 4096 shingles: bounded memory
+            part, who = hv[i : i + 4096], owner[i : i + 4096]
+            cuts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+            mins = np.minimum.reduceat(part[:, None] * a + b, cuts, axis=0)
+            out[who[cuts]] = np.minimum(out[who[cuts]], mins)
         return out.astype(np.uint64)
 
     def _word_hashes(self, words: list[str]) -> np.ndarray:

@@ -165,14 +165,16 @@ def write_file(fs, path: str, data: bytes, private: bool) -> None:
     os.chmod(path, 0o600)
 
 
-def write_side_outputs(scanned, fs, out: str, names: list[str], key: bytes | None, parts: int) -> dict:
+def write_side_outputs(scanned, fs, out: str, names: list[str], key: bytes | None, parts: int,
+                       any_records: bool = True) -> dict:
     """quarantine/<source>.jsonl and restricted/<source>.jsonl of every source (empty when it has
-    none), written by one worker task per source that has side records. Returns {path: records}."""
+    none), written by one worker task per source that has side records. Returns {path: records}.
+    `any_records` False (the counts found no quarantined or routed record): no job, empty files."""
     inline = "memory" in fs.protocol  # a filesystem only this process has: the tasks return bytes
     written = (side_rows(scanned).groupby("source", num_partitions=parts)
                .map_groups(write_source, batch_format="pyarrow",
                            fn_kwargs={"fs": fs, "out": out, "key": key, "inline": inline})
-               .take_all())
+               .take_all()) if any_records else []
     done = {}
     for w in written:
         if inline:

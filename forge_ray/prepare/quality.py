@@ -7,6 +7,7 @@ are skipped for `quality.exempt_sources` such as code, where they would misfire.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 
@@ -16,7 +17,7 @@ _ALPHA_WORD = re.compile(r"[^\W\d_]\S*")
 _DIGIT = re.compile(r"\d")
 
 RULES = (
-    "min_words", "max_words", "mean_word_length", "symbol_ratio", "digit_ratio", "alpha_words",
+    "min_words", "max_words", "mean_word_length", "symbol_ratio", "digit_ratio", "alpha_words", "stop_words",
     "duplicate_lines", "top_ngram", "duplicate_ngrams",
 )
 
@@ -57,6 +58,11 @@ def _duplicate_ngram_ratio(words: list[str], n: int = 5) -> float:
     return sum(len(w) for w, c in zip(words, covered, strict=True) if c) / max(1, total)
 
 
+@functools.lru_cache(maxsize=8)
+def _lowered_set(words: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(w.lower() for w in words)
+
+
 def failed_rule(text: str, cfg, prose: bool) -> str | None:
     """The first rule `text` fails (a name from RULES), or None if it passes them all."""
     words = text.split()  # the same tokens as _WORD.findall: both split on str.isspace()
@@ -77,9 +83,11 @@ def failed_rule(text: str, cfg, prose: bool) -> str | None:
     # a word with a letter: one match per such word (from its first letter to the word's end)
     if len(_ALPHA_WORD.findall(text)) / n < cfg.min_alpha_word_ratio:
         return "alpha_words"
+    lowered = text.lower().split()  # the words, lowered (lowering makes and removes no whitespace)
+    if cfg.stop_words and len(_lowered_set(tuple(cfg.stop_words)).intersection(lowered)) < cfg.min_stop_words:
+        return "stop_words"
     if _duplicate_line_ratio(text) > cfg.max_duplicate_line_ratio:
         return "duplicate_lines"
-    lowered = [w.lower() for w in words]
     if _top_ngram_ratio(lowered) > cfg.max_top_ngram_ratio:
         return "top_ngram"
     if _duplicate_ngram_ratio(lowered) > cfg.max_duplicate_ngram_ratio:

@@ -177,7 +177,8 @@ def _run(config: ForgeConfig, units: list, inputs: dict, fs, out: str, key: byte
     tallies = (scanned.select_columns(["source", "key", "outcome", "reason", "split_hash"])
                .map_batches(tally_stage, batch_format="pyarrow", batch_size=None, fn_kwargs={"dups": dups}))
     counts, forced = merge_tallies(tallies.take_all(), names)
-    side = write_side_outputs(scanned, fs, out, names, key, parts)
+    side_records = sum(sum(c["quarantined"].values()) + c["dropped"].get(stages.ROUTED, 0) for c in counts.values())
+    side = write_side_outputs(scanned, fs, out, names, key, parts, any_records=side_records > 0)
     clock.lap("counts, quarantine, restricted")
     final = scanned.map_batches(stages.finalize_stage, batch_format="pyarrow",
                                 fn_kwargs={"dups": dups, "eval_fraction": cfg.eval_fraction,

@@ -35,7 +35,8 @@ def scan_stage(batch: pa.Table, pii_cfg, policies: dict[str, str], quality_cfg, 
                dedup_cfg, seed: int) -> pa.Table:
     """PII, quality and dedup signatures of every live record in one pass over the batch.
 
-    One conversion of the batch for the three, and a per-process memo: a record's result is a
+    One conversion of the batch for the three, the batch's new live texts signed in one vectorised
+    call (`Signer.buckets_many`), and a per-process memo: a record's result is a
     function of its source (policy, entities, prose rules) and text alone, so an exact repeat of a
     text seen earlier in this worker (copies are common in real corpora) reuses it. Each source
     has the scanner of its entities (`pii.sources`), built once per process.
@@ -45,19 +46,35 @@ def scan_stage(batch: pa.Table, pii_cfg, policies: dict[str, str], quality_cfg, 
     memo = _cached(_ScanMemo, pii_cfg, json.dumps(policies, sort_keys=True), quality_cfg,
                    json.dumps(sorted(exempt)), dedup_cfg, seed)
     rows = _rows(batch)
-    buckets, hashes = [], []
+    found: dict[tuple, tuple] = {}  # this batch's results by memo key
+    new: dict[tuple, int] = {}  # keys scanned in this batch, and their text's size
+    keys = []
     for r in rows:
-        hashes.append(split_hash(seed, r["source"], r["id"], r["key"]))
         if r["outcome"] not in LIVE:
-            buckets.append([])
+            keys.append(None)
             continue
         key = (r["source"], hashlib.blake2b(r["text"].encode("utf-8", "surrogatepass"), digest_size=32).digest())
-        done = memo.get(key)
-        if done is None:
-            done = _scan_one(r["text"], r["source"], scanners[r["source"]], signer, policies[r["source"]],
-                             quality_cfg, r["source"] not in exempt)
-            memo.put(key, done, len(r["text"]))
-        text, outcome, reason, pii, routed, bs = done
+        if key not in found:
+            done = memo.get(key)
+            if done is None:
+                done = _scan_one(r["text"], r["source"], scanners[r["source"]], policies[r["source"]],
+                                 quality_cfg, r["source"] not in exempt)
+                new[key] = len(r["text"])
+            found[key] = done
+        keys.append(key)
+    # the dedup signatures of the new live texts, in one vectorised call
+    unsigned = [k for k in new if found[k][1] in LIVE]
+    for k, bs in zip(unsigned, signer.buckets_many([found[k][0] for k in unsigned]), strict=True):
+        found[k] = (*found[k][:5], bs)
+    for k, size in new.items():
+        memo.put(k, found[k], size)
+    buckets, hashes = [], []
+    for r, key in zip(rows, keys, strict=True):
+        hashes.append(split_hash(seed, r["source"], r["id"], r["key"]))
+        if key is None:
+            buckets.append([])
+            continue
+        text, outcome, reason, pii, routed, bs = found[key]
         if routed:
             r["raw"] = r["text"]
         elif outcome == "quarantined":
@@ -69,8 +86,9 @@ def scan_stage(batch: pa.Table, pii_cfg, policies: dict[str, str], quality_cfg, 
     return table.append_column("split_hash", pa.array(hashes, pa.float64()))
 
 
-def _scan_one(text: str, source: str, scanner, signer, policy: str, quality_cfg, prose: bool) -> tuple:
-    """(text, outcome, reason, pii counts JSON, routed to restricted?, buckets) of a live record."""
+def _scan_one(text: str, source: str, scanner, policy: str, quality_cfg, prose: bool) -> tuple:
+    """(text, outcome, reason, pii counts JSON, routed to restricted?, buckets) of a live record;
+    buckets [] for a record out of play, None for one still live (the caller signs those in bulk)."""
     outcome, reason, pii, routed = "ok", "", "", False
     try:
         redacted, counts = scanner.redact(text)
@@ -88,7 +106,7 @@ def _scan_one(text: str, source: str, scanner, signer, policy: str, quality_cfg,
         rule = failed_rule(text, quality_cfg, prose=prose)
         if rule:
             text, outcome, reason = "", "dropped", f"quality_{rule}"
-    return text, outcome, reason, pii, routed, signer.buckets(text) if outcome in LIVE else []
+    return text, outcome, reason, pii, routed, None if outcome in LIVE else []
 
 
 class _ScanMemo:

@@ -33,3 +33,15 @@ def test_prose_passes_and_exempt_sources_get_only_length_rules():
     assert failed_rule(code, cfg, prose=True) is not None
     assert failed_rule(code, cfg, prose=False) is None
     assert failed_rule("x = 1", cfg, prose=False) == "min_words"
+
+
+def test_the_stop_word_rule_is_off_by_default_and_counts_different_words():
+    """Gopher's rule drops text without enough common words; off by default (its list is English)."""
+    keywords = "Calibration instrument reference ships. Reports list readings, tolerance, technician signature."
+    assert failed_rule(keywords, QualityConfig(), prose=True) is None
+    gopher = QualityConfig(stop_words=["the", "be", "to", "of", "and", "that", "have", "with"])
+    assert failed_rule(keywords, gopher, prose=True) == "stop_words"
+    assert failed_rule(PROSE, gopher, prose=True) is None
+    assert failed_rule(keywords + " The end, the end, the end.", gopher, prose=True) == "stop_words"  # one word
+    assert failed_rule(keywords + " The end of it.", gopher, prose=True) is None
+    assert failed_rule(keywords, gopher, prose=False) is None  # an exempt source: length rules only
