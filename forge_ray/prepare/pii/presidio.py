@@ -33,32 +33,29 @@ PRESIDIO_ENTITIES = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "IBAN_CO
 # Stretches of text that could hold a phone number: `phonenumbers` is run on these only, not on
 # the whole text (it is by far the slowest detector, and most text has no digit runs at all).
 _PHONE_CANDIDATE = re.compile(r"[+(]?\d[\d \t().\-/]{5,}\d")
-_CARD_CHARS = frozenset("- ")
-_IBAN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -")
+
+
+# The "members" of each hint, as a character class of the `regex` module: the characters a match
+# can be made of. Not-whitespace is spelled out: `regex`'s \s leaves out U+001C-U+001F, which
+# str.isspace() (Python's notion, and `re`'s \s) counts as whitespace.
+_TOKEN = r"[^\s\x1c-\x1f]"
 # presidio's patterns run on the `regex` module, whose \d knows more digits (a newer Unicode) than
 # Python's `re` and str.isdecimal: the card hint and its members use the `regex` module's \d.
-_RX_DIGIT = rx.compile(r"\d")
-
-
-def _is_token_char(c: str) -> bool:
-    return not c.isspace()
-
-
-def _is_card_char(c: str) -> bool:
-    return c in _CARD_CHARS or _RX_DIGIT.match(c) is not None
+_CARD = r"[\d\- ]"
+_IBAN = r"[A-Z0-9 \-]"
 
 
 HINTS = {
     # '@' is literal in its pattern; no match holds whitespace.
-    "OfflineEmailRecognizer": ("26328d841a1fcf85", re.compile("@"), _is_token_char, 0),
+    "OfflineEmailRecognizer": ("26328d841a1fcf85", re.compile("@"), _TOKEN, 0),
     # Needs 4 digits, an optional '-' or ' ' and 3 more digits (digit groups 4, 3-4, 3-4, 3-5).
-    "CreditCardRecognizer": ("b79ae6f2c6137756", rx.compile(r"\d{4}[- ]?\d{3}"), _is_card_char, 1),
+    "CreditCardRecognizer": ("b79ae6f2c6137756", rx.compile(r"\d{4}[- ]?\d{3}"), _CARD, 1),
     # Case-sensitive pattern: two capitals then two ASCII digits; groups of [A-Z0-9] split by ' ' or '-'.
-    "IbanRecognizer": ("c7a636c94951bbae", re.compile(r"[A-Z]{2}[0-9]{2}"), _IBAN_CHARS.__contains__, 1),
+    "IbanRecognizer": ("c7a636c94951bbae", re.compile(r"[A-Z]{2}[0-9]{2}"), _IBAN, 1),
     # Every IPv4 form (also the mapped / embedded IPv6 ones) holds a dotted quad; every IPv6
     # form holds two colons with at most 4 hex digits between them (`h:h`, `::`); no whitespace.
     "IpRecognizer": ("058d8815004d0847",
-                     re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|:[0-9a-fA-F]{0,4}:"), _is_token_char, 0),
+                     re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|:[0-9a-fA-F]{0,4}:"), _TOKEN, 0),
 }
 
 
@@ -70,19 +67,27 @@ def patterns_hash(recognizer) -> str:
     return h.hexdigest()[:16]
 
 
-def windows(text: str, hint: re.Pattern, member, context: int) -> list[tuple[int, int]]:
-    """(start, end) of the run of `member` characters around each match of `hint`, widened by
-    `context` characters on each side (hint matches are made of members)."""
+class Members:
+    """A run of member characters around a position, found by the `regex` module in C: forwards,
+    and backwards with a reverse pattern anchored at the position."""
+
+    def __init__(self, char_class: str):
+        self.forward = rx.compile(char_class + "*")
+        self.backward = rx.compile("(?r)" + char_class + "*")
+
+    def run(self, text: str, start: int, end: int) -> tuple[int, int]:
+        return self.backward.match(text, 0, start).start(), self.forward.match(text, end).end()
+
+
+def windows(text: str, hint: re.Pattern, members: Members, context: int) -> list[tuple[int, int]]:
+    """(start, end) of the run of `members` around each match of `hint`, widened by `context`
+    characters on each side (hint matches are made of members)."""
     out: list[tuple[int, int]] = []
     n = len(text)
     for m in hint.finditer(text):
         if out and m.start() < out[-1][1]:
             continue  # in the run of the window before
-        start, end = m.start(), m.end()
-        while start > 0 and member(text[start - 1]):
-            start -= 1
-        while end < n and member(text[end]):
-            end += 1
+        start, end = members.run(text, m.start(), m.end())
         out.append((max(0, start - context), min(n, end + context)))
     return out
 
@@ -110,8 +115,9 @@ def build_recognizers(entities: set[str]) -> list[tuple]:
     for name, cls in wanted.items():
         if name in entities:
             rec = cls()
-            digest, *hint = HINTS.get(cls.__name__, ("", None, None, 0))
-            out.append((rec, *hint) if digest == patterns_hash(rec) else (rec, None, None, 0))
+            digest, hint, members, context = HINTS.get(cls.__name__, ("", None, None, 0))
+            known = digest == patterns_hash(rec)
+            out.append((rec, hint, Members(members), context) if known else (rec, None, None, 0))
     return out
 
 
