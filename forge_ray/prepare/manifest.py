@@ -39,15 +39,11 @@ def tally_stage(batch, dups) -> dict:
     (`dups`, a `DupIndex` or {}) apply; and the smallest split hash of each source's live records."""
     import numpy as np
 
-    from forge_ray.prepare.stages import LIVE
+    from forge_ray.prepare.stages import LIVE, apply_dedup
 
-    outcome = np.asarray(batch["outcome"].to_pylist(), dtype=object)
-    reason = np.asarray(batch["reason"].to_pylist(), dtype=object)
-    if dups:
-        dup = dups.lookup(batch["key"].to_numpy())
-        hit = np.isin(outcome, LIVE) & (dup != "")
-        outcome[hit], reason[hit] = "dropped", dup[hit]
-    live = np.isin(outcome, LIVE)
+    batch = apply_dedup(batch, dups)
+    outcome, reason = batch["outcome"].to_pylist(), batch["reason"].to_pylist()
+    live = np.isin(np.asarray(outcome, dtype=object), LIVE)
     hashes = batch["split_hash"].to_numpy()
     tally: dict[tuple, list] = {}
     for i, k in enumerate(zip(batch["source"].to_pylist(), outcome, reason, strict=True)):

@@ -147,18 +147,29 @@ def bucket_rows(batch: pa.Table, shards: int) -> dict:
     return {"shard": buckets % shards, "bucket": buckets, "key": keys}
 
 
-def finalize_stage(batch: pa.Table, dups, eval_fraction: float, forced_eval: dict[str, float]) -> pa.Table:
-    """Apply the dedup decisions (`dups`, a `DupIndex` or {}) and assign each kept document to
-    train or eval, in column arithmetic: no row leaves Arrow."""
+def apply_dedup(batch: pa.Table, dups) -> pa.Table:
+    """The dedup decisions (`dups`, a `DupIndex` or {}) applied: a live record whose key is a
+    duplicate becomes "dropped" with its reason, and its text (where the batch has one) empty."""
+    if not dups:
+        return batch
     import pyarrow.compute as pc
 
-    if dups:
-        reason = pa.array(dups.lookup(batch["key"].to_numpy()), pa.string())  # "" where kept
-        hit = pc.and_(pc.is_in(batch["outcome"], pa.array(LIVE)), pc.not_equal(reason, ""))
-        columns = {"text": pc.if_else(hit, "", batch["text"]), "outcome": pc.if_else(hit, "dropped", batch["outcome"]),
-                   "reason": pc.if_else(hit, reason, batch["reason"])}
-        for name, column in columns.items():
-            batch = batch.set_column(batch.schema.get_field_index(name), name, column)
+    reason = pa.array(dups.lookup(batch["key"].to_numpy()), pa.string())  # "" where kept
+    hit = pc.and_(pc.is_in(batch["outcome"], pa.array(LIVE)), pc.not_equal(reason, ""))
+    columns = {"outcome": pc.if_else(hit, "dropped", batch["outcome"]), "reason": pc.if_else(hit, reason, batch["reason"])}
+    if "text" in batch.column_names:
+        columns["text"] = pc.if_else(hit, "", batch["text"])
+    for name, column in columns.items():
+        batch = batch.set_column(batch.schema.get_field_index(name), name, column)
+    return batch
+
+
+def finalize_stage(batch: pa.Table, dups, eval_fraction: float, forced_eval: dict[str, float]) -> pa.Table:
+    """Apply the dedup decisions and assign each kept document to train or eval, in column
+    arithmetic: no row leaves Arrow."""
+    import pyarrow.compute as pc
+
+    batch = apply_dedup(batch, dups)
     h = batch["split_hash"]
     held_out = pc.less(h, eval_fraction)
     if forced_eval:  # each source's document of the smallest hash is held out whatever the fraction

@@ -128,3 +128,24 @@ def test_finalize_drops_duplicates_and_holds_out_by_hash():
     assert out["text"] == ["t1", "", "t3", "t4", "t5"]
     assert out["split"] == ["train", "eval", "train", "eval", "train"]
     assert stages.finalize_stage(batch, {}, 0.0, {}).to_pydict()["split"] == ["train"] * 5
+
+
+def test_tally_counts_the_records_finalize_writes():
+    """The manifest's counts and the finalized rows see the same dedup decisions: a live duplicate
+    is counted dropped with its reason, a record already out keeps its own; the forced eval hash
+    is the smallest of the live records only."""
+    from forge_ray.prepare.manifest import tally_stage
+
+    batch = pa.table({
+        "source": ["a", "a", "b", "b", "a"], "key": [1, 2, 3, 4, 5], "text": ["t1", "t2", "t3", "t4", "t5"],
+        "outcome": ["ok", "redacted", "quarantined", "ok", "ok"], "reason": ["", "", "bad_json", "", ""],
+        "split_hash": [0.9, 0.05, 0.5, 0.7, 0.3],
+    })
+    dups = DupIndex.of({2: False, 3: True})
+    tally = tally_stage(batch.drop_columns(["text"]), dups)
+    got = {(s, o, r): (n, h) for s, o, r, n, h in zip(*tally.values(), strict=True)}
+    assert got == {("a", "ok", ""): (2, 0.3), ("a", "dropped", "near_duplicate"): (1, 2.0),
+                   ("b", "quarantined", "bad_json"): (1, 2.0), ("b", "ok", ""): (1, 0.7)}
+    final = stages.finalize_stage(batch, dups, 0.0, {}).to_pydict()
+    counted = sorted((s, o, r) for (s, o, r), (n, _) in got.items() for _ in range(n))
+    assert counted == sorted(zip(final["source"], final["outcome"], final["reason"], strict=True))
