@@ -127,7 +127,7 @@ def connect(
     if ray.is_initialized():
         return ray.get_runtime_context()
     env = dict(runtime_env or {})
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = given_address(address)
     serve_env = haproxy_env(serve_cfg, None if address else haproxy_state_dir())
     env["env_vars"] = job_env_vars({**serve_env, **(env.get("env_vars") or {})})
     # Workers' stdout/stderr (DeepSpeed, vLLM, Ray Train, Ray Data) stay in Ray's log files unless
@@ -166,6 +166,12 @@ def connect(
             runtime_env=env,
             log_to_driver=forward_worker_output(),
         )
+
+
+def given_address(address: str | None = None) -> str | None:
+    """The cluster a command joins (`--address`, else RAY_ADDRESS); None: it starts its own, local
+    one, which stops with it."""
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 @contextlib.contextmanager

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from forge_ray.cli.common import add_config_args, load
+from forge_ray.cluster import given_address
 
 DEMO_HELP = "run the whole pipeline on the embedded default data, ending with a hot swap"
 PIPELINE_HELP = "prepare -> train -> export -> eval -> promote -> serve, for train.rounds rounds"
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         rounds = max(rounds or 2, config.train.rounds)
     # A local cluster (no address) stops with this command, its endpoint with it: Serve's own graceful
     # shutdown would only add its replicas' wait and its "(raylet) Task ServeController... failed" lines.
-    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    local = given_address(args.address) is None
     run_pipeline(config, address=args.address, rounds=rounds, keep_serving=args.keep_serving or local,
                  scale=args.scale)
     if local:

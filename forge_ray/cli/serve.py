@@ -9,11 +9,11 @@ Promote another version (`forge registry promote`) while it runs: the replicas h
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import time
 
 from forge_ray.cli.common import add_config_args, load
+from forge_ray.cluster import given_address
 
 HELP = "serve the promoted model version on an OpenAI-compatible endpoint, hot-swapping promotions"
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{time.strftime('%H:%M:%S', time.localtime(e['time']))} {e['event']:12s} "
                           f"{e['version']}: {e['detail']}", flush=True)
     except KeyboardInterrupt:
-        if args.address or os.environ.get("RAY_ADDRESS"):
+        if given_address(args.address):
             print("stopping the endpoint", flush=True)
             stop_serving(endpoint)  # the app lives on a cluster this process does not own
         else:

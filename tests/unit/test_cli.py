@@ -56,3 +56,14 @@ def test_jobs_module_runs_from_repo_root():
         [sys.executable, "-m", "jobs.demo", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0 and "--config" in out.stdout
+
+
+def test_a_command_joins_the_given_cluster_else_starts_its_own(monkeypatch):
+    from forge_ray.cluster import given_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert given_address(None) is None and given_address("") is None  # local: stops with the command
+    assert given_address("10.0.0.5:6379") == "10.0.0.5:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert given_address(None) == "head:6379"
+    assert given_address("other:6379") == "other:6379"  # --address wins over the environment
