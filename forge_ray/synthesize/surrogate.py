@@ -39,21 +39,26 @@ class Generator:
         raise NotImplementedError
 
 
-def replace_spans(text: str, spans, fakes: Fakes) -> tuple[str, list[tuple[int, int]]]:
-    """`text` with each (start, end, entity) span replaced by its fake; the fakes' ranges in the result."""
+def _splice(text: str, spans, value) -> tuple[str, list[tuple[int, int]]]:
+    """`text` with each (start, end, entity) span, in order, replaced by `value(entity, original)`
+    (a span overlapping the one before is skipped); the replacements' ranges in the result."""
     out, inserted, last, pos = [], [], 0, 0
-    for start, end, entity in sorted(spans):
+    for start, end, entity in spans:
         if start < last:
             continue
-        keep = text[last:start]
-        fake = fakes.fake(entity, text[start:end])
-        out += [keep, fake]
+        keep, new = text[last:start], value(entity, text[start:end])
+        out += [keep, new]
         pos += len(keep)
-        inserted.append((pos, pos + len(fake)))
-        pos += len(fake)
+        inserted.append((pos, pos + len(new)))
+        pos += len(new)
         last = end
     out.append(text[last:])
     return "".join(out), inserted
+
+
+def replace_spans(text: str, spans, fakes: Fakes) -> tuple[str, list[tuple[int, int]]]:
+    """`text` with each (start, end, entity) span replaced by its fake; the fakes' ranges in the result."""
+    return _splice(text, sorted(spans), fakes.fake)
 
 
 def replace_name_tokens(text: str, inserted: list[tuple[int, int]], fakes: Fakes) -> tuple[str, list[tuple[int, int]]]:
@@ -90,17 +95,7 @@ def fill_placeholders(text: str, fakes: Fakes) -> tuple[str, list[tuple[int, int
     """`<ENTITY>` placeholders (a teacher's output) filled with fakes, one value per entity type."""
     spans = [(m.start(), m.end(), m.group(1)) for m in PLACEHOLDER.finditer(text)]
     cache: dict[str, str] = {}
-    out, inserted, last, pos = [], [], 0, 0
-    for start, end, entity in spans:
-        fake = cache.setdefault(entity, fakes.fake(entity, None))
-        keep = text[last:start]
-        out += [keep, fake]
-        pos += len(keep)
-        inserted.append((pos, pos + len(fake)))
-        pos += len(fake)
-        last = end
-    out.append(text[last:])
-    return "".join(out), inserted
+    return _splice(text, spans, lambda entity, _: cache.setdefault(entity, fakes.fake(entity, None)))
 
 
 class SurrogateGenerator(Generator):
