@@ -145,7 +145,7 @@ def connect(
         # handed to every worker: Ray Train's PlacementGroupCleaner finds the State API through it,
         # where it would otherwise guess, and fail ("Found multiple active Ray instances") as soon
         # as a second cluster runs on the machine.
-        dashboard["dashboard_port"] = port = _free_port()
+        dashboard["dashboard_port"] = port = free_port()
         env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     # The raylet this starts, and every worker it starts, inherit the environment ray.init runs in:
     # set there, the variables need no job runtime env, whose workers Ray cannot take from the ones
@@ -256,7 +256,8 @@ def connect_for(config, address: str | None = None, *, data_only: bool = False, 
                    serve=not data_only, **kwargs)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS's pick)."""
     import socket
 
     with socket.socket() as s:

@@ -29,14 +29,9 @@ import time
 import uuid
 from pathlib import Path
 
+from forge_ray.cluster import free_port  # noqa: F401 - the tests' scenarios import it from here
 from forge_ray.errors import ForgeError
 from forge_ray.offline import OFFLINE_ENV
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def session_pids(sid: int) -> list[int]:

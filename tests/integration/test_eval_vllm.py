@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import urllib.request
 import pytest
 import yaml
 
+from forge_ray.cluster import free_port
 from forge_ray.config import load_config
 from forge_ray.eval import evaluate_and_gate, format_report, load_suites
 from forge_ray.eval.generation import EndpointEngine
@@ -97,12 +97,6 @@ def test_offline_vllm_scores_every_scorer_and_catches_the_canary(memoriser):
     assert registry.state("m1") == "rejected" and registry.promoted() is None
     assert registry.report("m1", "eval")["memorisation"]["leaked"] == mem["leaked"]
     assert f"leaked: {', '.join(mem['leaked'])}" in text
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

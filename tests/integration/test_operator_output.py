@@ -18,6 +18,7 @@ import psutil
 import pytest
 import yaml
 
+from forge_ray.cluster import free_port
 from forge_ray.registry import Registry
 from forge_ray.testing.tiny_versions import publish_tiny
 from tests.conftest import DEMO_WITHOUT_SYNTHETIC, REPO
@@ -134,11 +135,7 @@ def serve_config(tmp_path) -> Path:
     publish_tiny(str(root), "tiny", "v1", "dense", 1, canary_tokens=4)
     Registry(str(root), "tiny").promote("v1")
     (root / "api_keys").write_text("sk-operator-test\n")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = {
         "project": {"name": "optest", "storage_root": str(root)},
         "data": {"sources": [{"name": "docs", "uri": "/unused", "format": "jsonl", "license": "MIT",

@@ -5,12 +5,12 @@ wrongly-reloaded versions refused, bad requests, auth, the openai client, metric
 from __future__ import annotations
 
 import os
-import socket
 import time
 import urllib.request
 
 import pytest
 
+from forge_ray.cluster import free_port
 from forge_ray.config import validate_config
 from forge_ray.registry import Registry
 from forge_ray.registry.canary import greedy_tokens
@@ -21,12 +21,6 @@ from forge_ray.testing.tiny_versions import publish_tiny
 
 KEY, ADMIN = "test-key-1", "test-admin-1"
 PROMPT = "The quick brown fox"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from forge_ray.cluster import free_port
 from forge_ray.config import validate_config
 from forge_ray.registry import Registry
 from forge_ray.serve import start_serving, stop_serving
@@ -23,12 +24,6 @@ KEY = "openai-test-key"
 PROMPT = "The quick brown fox"
 TOOL = {"type": "function", "function": {"name": "lookup", "description": "Look a word up.", "parameters": {
     "type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

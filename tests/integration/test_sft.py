@@ -11,6 +11,7 @@ import statistics
 import pytest
 import torch
 
+from forge_ray.cluster import free_port
 from forge_ray.corpora.instructions import heldout_cases
 
 LORA = ('train.lora={"rank": 8, "alpha": 16, "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", '
@@ -89,8 +90,6 @@ def test_lora_trains_adapters_only_and_exports_a_merged_model_transformers_loads
 def test_the_sft_version_serves_chat_completions_with_its_template(sft, tmp_path):
     """The promoted SFT version behind the forge endpoint (Ray Serve + vLLM): the `openai` client's
     chat request is rendered with the version's own template and gets the answer transformers gives."""
-    import socket
-
     import openai
 
     from forge_ray.eval.chat_kpi import chat_kpi
@@ -101,9 +100,7 @@ def test_the_sft_version_serves_chat_completions_with_its_template(sft, tmp_path
     exported = sft["full_export"]
     Registry(str(sft["ws"].root), exported.model).promote(exported.version)
     (tmp_path / "keys").write_text("sft-key\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = sft_config(sft["ws"], [f"serve.port={port}", "serve.app_name=sfttest", "serve.engine.kv_cache_gib=0.25",
                                     f"serve.auth.api_keys_file={tmp_path / 'keys'}"])
     cases = [c for c in heldout_cases(40) if c["task"] in ("ticket_language", "passage_kind")][:6]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
+
+from forge_ray.cluster import free_port
 
 STEPS_BEFORE, G, MICRO, T = 3, 4, 2, 16
 
@@ -91,17 +92,11 @@ def _run(rank: int, world: int, port: int, out_dir: str, phase: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_rank_expert_parallel_checkpoint_resumes_on_one_rank_exactly(tmp_path):
     out = str(tmp_path)
-    mp.spawn(_run, args=(2, _free_port(), out, "first"), nprocs=2)
-    mp.spawn(_run, args=(1, _free_port(), out, "resume"), nprocs=1)
-    mp.spawn(_run, args=(1, _free_port(), out, "weights-only"), nprocs=1)
+    mp.spawn(_run, args=(2, free_port(), out, "first"), nprocs=2)
+    mp.spawn(_run, args=(1, free_port(), out, "resume"), nprocs=1)
+    mp.spawn(_run, args=(1, free_port(), out, "weights-only"), nprocs=1)
     first, resume, cold = (json.load(open(tmp_path / f"{p}.json")) for p in ("first", "resume", "weights-only"))
     # The moments put into the one-rank engine read back as the two ranks wrote them.
     saved, restored = load_file(str(tmp_path / "ckpt" / "optimizer.safetensors")), torch.load(tmp_path / "restored_moments.pt")

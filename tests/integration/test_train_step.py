@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from types import SimpleNamespace
 
 import torch
 import torch.multiprocessing as mp
+
+from forge_ray.cluster import free_port
 
 V, T, MICRO, G = 64, 16, 2, 4
 
@@ -82,14 +83,8 @@ def _run(rank: int, port: int, out_dir: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_train_step_trains_the_objective_it_is_given(tmp_path):
-    mp.spawn(_run, args=(_free_port(), str(tmp_path)), nprocs=1)
+    mp.spawn(_run, args=(free_port(), str(tmp_path)), nprocs=1)
     r = json.loads((tmp_path / "results.json").read_text())
     lm, half = r["lm"], r["second_half"]
     for got in (lm, half):
