@@ -19,28 +19,13 @@ MIN_GAIN = 0.0
 def heldout_kpi(model_dir: str, cases: list[PromptCase], *, batch_size: int = 16) -> dict:
     """{"score", "cases": [{"id", "score"}]}: greedy answers of `transformers` (float32) scored by
     each case's KPI scorer. Answers are not kept: they may quote the prompts' data."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from forge_ray.eval.chat_kpi import GreedyModel
     from forge_ray.eval.scorers import score_answer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    rows = []
-    for lo in range(0, len(cases), batch_size):
-        chunk = cases[lo: lo + batch_size]
-        encoded = [tok(prompt_text(c, tok), add_special_tokens=c.messages is None)["input_ids"] for c in chunk]
-        width = max(map(len, encoded))
-        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])  # left padding
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
-        longest = max(c.case.max_tokens or 32 for c in chunk)
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=longest, do_sample=False,
-                                 pad_token_id=pad, eos_token_id=tok.eos_token_id)
-        for case, row in zip(chunk, out[:, width:], strict=True):
-            answer = tok.decode(row[: case.case.max_tokens or 32], skip_special_tokens=True)
-            rows.append({"id": case.id, "score": score_answer(case.case, answer)[0]})
+    model = GreedyModel(model_dir)
+    prompts = [model.tok(prompt_text(c, model.tok), add_special_tokens=c.messages is None)["input_ids"] for c in cases]
+    answers = model.answers(prompts, [c.case.max_tokens or 32 for c in cases], batch_size)
+    rows = [{"id": c.id, "score": score_answer(c.case, a)[0]} for c, a in zip(cases, answers, strict=True)]
     return {"score": sum(r["score"] for r in rows) / max(1, len(rows)), "cases": rows}
 
 
