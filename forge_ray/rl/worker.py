@@ -273,23 +273,40 @@ def run_grpo_worker(job: GRPOJob) -> None:
     from forge_ray.models import build_model
     from forge_ray.models.hf import load_hf_folder
     from forge_ray.registry import local_folder
-    from forge_ray.train.checkpoint import load_local_weights
-    from forge_ray.train.worker import resume_or_start, start_engine
+    from forge_ray.train.checkpoint import load_local_weights, read_checkpoint, restore_optimizer
+    from forge_ray.train.deepspeed_adapter import build_engine
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(job.train.torch_threads or max(1, int(job.train.cpus_per_worker)))
     start_weights = load_hf_folder(local_folder(job.init_from), job.model)[1]
-    start = resume_or_start(job.run_id, start_weights.copy)  # a shallow copy: the ref model needs them too
+    start_step, moments = 0, None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            weights, moments, state = read_checkpoint(d)
+        start_step = int(state["step"])
+        if state.get("plan_id") != job.run_id:
+            raise RuntimeError(f"checkpoint was written for run setup {state.get('plan_id')}, this run is {job.run_id}")
+    else:
+        weights = start_weights
     model = build_model(job.model)
+    if job.train.lora is not None:
+        from forge_ray.models.lora import apply_lora, lora_state
+
+        torch.manual_seed(job.train.seed)
+        apply_lora(model, job.train.lora)
+        weights = {**lora_state(model), **weights}
     ref = None
     if job.rl.kl_coef > 0:  # the frozen starting policy
         ref = build_model(job.model)
         load_local_weights(ref, start_weights)
         ref.eval().requires_grad_(False)
-    del start_weights
-    engine, optimizer = start_engine(model, start, job.train, world)
+    load_local_weights(model, weights)
+    del weights, start_weights
+    engine, optimizer = build_engine(model, job.train, world)
+    if moments is not None:
+        restore_optimizer(engine, model, moments, adam_step=start_step)
     if rank == 0:
-        print(f"[rl] rank 0 of {world}: {'resumed at step ' + str(start.step) if start.resumed else 'fresh start'}",
-              flush=True)
-    GRPOTrainer(job, engine, optimizer, model, ref, rank=rank, world_size=world, start_step=start.step).train()
+        print(f"[rl] rank 0 of {world}: {'resumed at step ' + str(start_step) if ckpt else 'fresh start'}", flush=True)
+    GRPOTrainer(job, engine, optimizer, model, ref, rank=rank, world_size=world, start_step=start_step).train()

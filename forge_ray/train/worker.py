@@ -55,68 +55,12 @@ def train_loop_per_worker(config: dict) -> None:
     run_worker(config["job"])
 
 
-@dataclass
-class Start:
-    """Where a worker starts: the run's checkpoint (weights, optimizer moments, state), else fresh
-    weights. `start_engine` empties `weights` and `moments` once they are in the engine."""
-
-    weights: dict[str, torch.Tensor]
-    moments: dict | None = None
-    state: dict | None = None
-
-    @property
-    def resumed(self) -> bool:
-        return self.state is not None
-
-    @property
-    def step(self) -> int:
-        return int(self.state["step"]) if self.state else 0
-
-
-def resume_or_start(plan_id: str, fresh) -> Start:
-    """The Ray Train checkpoint of this run, else `fresh()` weights. A checkpoint written for
-    another plan (config, data, world) is refused: resuming it would train a different run."""
-    import ray.train
-
-    from forge_ray.train.checkpoint import read_checkpoint
-
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        return Start(fresh())
-    with ckpt.as_directory() as d:
-        weights, moments, state = read_checkpoint(d)
-    if state.get("plan_id") != plan_id:
-        raise RuntimeError(f"checkpoint was written for plan {state.get('plan_id')}, this run's is {plan_id}")
-    return Start(weights, moments, state)
-
-
-def start_engine(model, start: Start, train: TrainConfig, world: int):
-    """(engine, optimizer): LoRA adapters on `model` where configured, the start's weights loaded,
-    the DeepSpeed engine built and a checkpoint's optimizer moments restored."""
-    from forge_ray.train.checkpoint import load_local_weights, restore_optimizer
-    from forge_ray.train.deepspeed_adapter import build_engine
-
-    weights = start.weights
-    if train.lora is not None:  # adapters on the chosen projections, the base frozen (docs/sft.md)
-        from forge_ray.models.lora import apply_lora, lora_state
-
-        torch.manual_seed(train.seed)  # the same adapter init on every rank
-        apply_lora(model, train.lora)
-        weights = {**lora_state(model), **weights}  # a checkpoint's adapters win over the fresh ones
-    load_local_weights(model, weights)
-    start.weights = weights = {}  # the engine holds them now
-    engine, optimizer = build_engine(model, train, world)
-    if start.moments is not None:
-        restore_optimizer(engine, model, start.moments, adam_step=start.step)
-        start.moments = None
-    return engine, optimizer
-
-
 def run_worker(job: WorkerJob) -> None:
     import ray.train
 
     from forge_ray.models import build_model
-    from forge_ray.train.deepspeed_adapter import moe_layer, zero_stage
+    from forge_ray.train.checkpoint import load_local_weights, read_checkpoint, restore_optimizer
+    from forge_ray.train.deepspeed_adapter import build_engine, moe_layer, zero_stage
     from forge_ray.train.step_trainer import StepTrainer
 
     ctx = ray.train.get_context()
@@ -126,12 +70,32 @@ def run_worker(job: WorkerJob) -> None:
     torch.set_num_threads(threads)
     ep = cfg.moe.expert_parallel_size if cfg.family == "moe" else 1
 
-    start = resume_or_start(job.plan.plan_id, lambda: initial_weights(job))
+    start_step, moments, state = 0, None, {}
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            weights, moments, state = read_checkpoint(d)
+        start_step = int(state["step"])
+        if state.get("plan_id") != job.plan.plan_id:
+            raise RuntimeError(f"checkpoint was written for plan {state.get('plan_id')}, run has {job.plan.plan_id}")
+    else:
+        weights = initial_weights(job)
     model = build_model(cfg, ep_size=ep, moe_layer=moe_layer)  # the train room hands the model DeepSpeed-MoE
     model.activation_checkpointing = train.activation_checkpointing  # recompute blocks in backward
-    engine, optimizer = start_engine(model, start, train, world)
+    if train.lora is not None:  # adapters on the chosen projections, the base frozen (docs/sft.md)
+        from forge_ray.models.lora import apply_lora, lora_state
+
+        torch.manual_seed(train.seed)  # the same adapter init on every rank
+        apply_lora(model, train.lora)
+        weights = {**lora_state(model), **weights}  # a checkpoint's adapters win over the fresh ones
+    load_local_weights(model, weights)
+    del weights
+    engine, optimizer = build_engine(model, train, world)
+    if moments is not None:
+        restore_optimizer(engine, model, moments, adam_step=start_step)
+        del moments
     if rank == 0:
-        print(f"[train] rank 0 of {world}: {'resumed at step ' + str(start.step) if start.resumed else 'fresh start'}"
+        print(f"[train] rank 0 of {world}: {'resumed at step ' + str(start_step) if ckpt else 'fresh start'}"
               f", accumulation {train.accumulation(world)}, ep {ep}, ZeRO {zero_stage(train, world)}", flush=True)
-    StepTrainer(job, engine, optimizer, model, rank=rank, world_size=world, start_step=start.step,
-                tokens_seen=int((start.state or {}).get("tokens_seen", 0)), threads=threads).train()
+    StepTrainer(job, engine, optimizer, model, rank=rank, world_size=world, start_step=start_step,
+                tokens_seen=int(state.get("tokens_seen", 0)), threads=threads).train()
