@@ -35,4 +35,3 @@ def test_a_long_tmpdir_falls_back_to_tmp(tmp_path, monkeypatch):
     d = haproxy_state_dir()
     assert d == f"/tmp/forge-haproxy-{os.getuid()}"
     assert len(_socket_path(d).encode()) <= HAPROXY_SOCKET_MAX
-
